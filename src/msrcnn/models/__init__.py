@@ -1,0 +1,27 @@
+"""Mask Scoring R-CNN as a plain ``torch.nn.Module`` (no Lightning, no Hydra)."""
+
+from msrcnn.models.backbones import BACKBONES, BackboneSpec, build_backbone
+from msrcnn.models.factory import build_model
+from msrcnn.models.mask_scoring_rcnn import MaskScoringRCNN
+from msrcnn.models.maskiou import (
+    INPUT_DESIGNS,
+    TRAIN_TARGETS,
+    MaskIoUHead,
+    mask_iou_targets,
+    maskiou_loss,
+)
+from msrcnn.models.roi_heads import MaskScoringRoIHeads
+
+__all__ = [
+    "BACKBONES",
+    "INPUT_DESIGNS",
+    "TRAIN_TARGETS",
+    "BackboneSpec",
+    "MaskIoUHead",
+    "MaskScoringRCNN",
+    "MaskScoringRoIHeads",
+    "build_backbone",
+    "build_model",
+    "mask_iou_targets",
+    "maskiou_loss",
+]

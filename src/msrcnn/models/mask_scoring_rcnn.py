@@ -1,0 +1,132 @@
+"""``MaskScoringRCNN``: torchvision's ``MaskRCNN`` with a MaskIoU branch (CVPR 2019)."""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.ops import MultiScaleRoIAlign
+
+from msrcnn.models.maskiou import InputDesign, MaskIoUHead, TrainTarget
+from msrcnn.models.roi_heads import MaskIoUConfig, MaskScoringRoIHeads, SoftNMSConfig
+
+
+class MaskScoringRCNN(MaskRCNN):
+    """Mask R-CNN whose masks are also ranked by a learned MaskIoU.
+
+    Accepts every argument of :class:`torchvision.models.detection.MaskRCNN` plus:
+
+    Args:
+        maskiou_head: build the MaskIoU head (``False`` gives a plain Mask R-CNN that still
+            supports Soft-NMS, the paper's baseline).
+        maskiou_input: input design, one of ``concat``, ``multiply``, ``concat_all``,
+            ``concat_highres`` (paper Table 4).
+        maskiou_target: training target, one of ``target_class``, ``all_classes``,
+            ``positive_classes`` (paper Table 5).
+        maskiou_tau: train only on RoIs whose target MaskIoU is at least tau (paper Table 6).
+        maskiou_loss_weight: weight of the L2 MaskIoU loss.
+        maskiou_conv_channels, maskiou_num_convs, maskiou_fc_dim: widths of the head.
+        maskiou_detach_inputs: stop the MaskIoU loss from reaching the mask head and backbone
+            (the reference code does not detach; default False).
+        soft_nms: enable Soft-NMS in place of NMS; ``soft_nms_method`` ``linear``/``gaussian``,
+            ``soft_nms_iou_threshold`` (Nt), ``soft_nms_sigma``, ``soft_nms_score_threshold``.
+
+    The MaskIoU parameters live under ``roi_heads.maskiou_head`` (and ``roi_heads.maskiou_roi_pool``
+    has none), so a torchvision ``MaskRCNN`` state dict loads with ``strict=False`` with only
+    those keys missing. Training returns torchvision's losses plus ``loss_maskiou``; inference
+    adds ``mask_ious`` and ``mask_scores`` to each output dict.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int | None = None,
+        *,
+        maskiou_head: bool = True,
+        maskiou_input: InputDesign = "concat",
+        maskiou_target: TrainTarget = "target_class",
+        maskiou_tau: float = 0.0,
+        maskiou_loss_weight: float = 1.0,
+        maskiou_conv_channels: int = 256,
+        maskiou_num_convs: int = 4,
+        maskiou_fc_dim: int = 1024,
+        maskiou_detach_inputs: bool = False,
+        soft_nms: bool = False,
+        soft_nms_method: str = "linear",
+        soft_nms_iou_threshold: float = 0.3,
+        soft_nms_sigma: float = 0.5,
+        soft_nms_score_threshold: float = 1e-3,
+        **kwargs,
+    ) -> None:
+        super().__init__(backbone, num_classes=num_classes, **kwargs)
+        heads = self.roi_heads
+        mask_pool: MultiScaleRoIAlign = heads.mask_roi_pool
+        roi_size = _as_int(mask_pool.output_size)
+        head = None
+        highres_pool = None
+        if maskiou_head:
+            num_outputs = _mask_predictor_classes(heads.mask_predictor)
+            head = MaskIoUHead(
+                in_channels=_roi_channels(heads, backbone),
+                num_classes=num_outputs,
+                input_design=maskiou_input,
+                conv_channels=maskiou_conv_channels,
+                num_convs=maskiou_num_convs,
+                fc_dim=maskiou_fc_dim,
+                roi_size=roi_size,
+            )
+            if head.needs_highres_features:
+                highres_pool = MultiScaleRoIAlign(
+                    featmap_names=mask_pool.featmap_names,
+                    output_size=2 * roi_size,
+                    sampling_ratio=mask_pool.sampling_ratio,
+                )
+        self.roi_heads = MaskScoringRoIHeads.from_roi_heads(
+            heads,
+            maskiou_head=head,
+            maskiou_roi_pool=highres_pool,
+            maskiou=MaskIoUConfig(
+                target=maskiou_target,
+                tau=maskiou_tau,
+                loss_weight=maskiou_loss_weight,
+                detach_inputs=maskiou_detach_inputs,
+            ),
+            soft_nms=SoftNMSConfig(
+                enabled=soft_nms,
+                method=soft_nms_method,
+                iou_threshold=soft_nms_iou_threshold,
+                sigma=soft_nms_sigma,
+                score_threshold=soft_nms_score_threshold,
+            ),
+        )
+
+    @property
+    def has_maskiou(self) -> bool:
+        return self.roi_heads.maskiou_head is not None
+
+    def maskiou_parameters(self):
+        """Parameters of the MaskIoU branch (for add-on training on a frozen Mask R-CNN)."""
+        return [p for n, p in self.named_parameters() if "maskiou" in n]
+
+
+def _as_int(size) -> int:
+    if isinstance(size, (tuple, list)):
+        if size[0] != size[1]:
+            raise ValueError(f"mask RoIAlign output must be square, got {size}")
+        return int(size[0])
+    return int(size)
+
+
+def _mask_predictor_classes(predictor: nn.Module) -> int:
+    """Number of per-class outputs of the mask predictor (its last conv's channels)."""
+    convs = [m for m in predictor.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("cannot infer the number of classes: the mask predictor has no Conv2d")
+    return convs[-1].out_channels
+
+
+def _roi_channels(heads, backbone: nn.Module) -> int:
+    """Channels of the mask RoI feature: the first conv of the mask head, else the backbone's."""
+    for module in heads.mask_head.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return backbone.out_channels

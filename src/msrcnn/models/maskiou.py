@@ -1,0 +1,242 @@
+"""The MaskIoU branch of Mask Scoring R-CNN: training targets, loss and head (SPEC §2–4).
+
+Small pure functions over tensors, composed by :class:`msrcnn.models.roi_heads.MaskScoringRoIHeads`.
+Everything here is vectorised over RoIs; the only Python loops run over images.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import boxes as box_ops
+from torchvision.ops import roi_align
+
+InputDesign = Literal["concat", "multiply", "concat_all", "concat_highres"]
+TrainTarget = Literal["target_class", "all_classes", "positive_classes"]
+INPUT_DESIGNS: tuple[str, ...] = ("concat", "multiply", "concat_all", "concat_highres")
+TRAIN_TARGETS: tuple[str, ...] = ("target_class", "all_classes", "positive_classes")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; expected one of {', '.join(choices)}")
+
+
+def summed_area_table(masks: Tensor) -> Tensor:
+    """Integral images of binary masks ``[G, H, W]`` -> ``[G, H + 1, W + 1]`` (int32, zero row/col first)."""
+    sat = masks.to(torch.int32).cumsum(1, dtype=torch.int32).cumsum(2, dtype=torch.int32)
+    return F.pad(sat, (1, 0, 1, 0))
+
+
+def mask_area_in_boxes(sat: Tensor, boxes: Tensor, idx: Tensor) -> Tensor:
+    """Exact number of pixels of mask ``idx[n]`` whose centre lies inside ``boxes[n]`` (xyxy).
+
+    Pixel ``(r, c)`` covers ``[c, c + 1) x [r, r + 1)``; its centre is inside the box when
+    ``x1 <= c + 0.5 <= x2``. ``sat`` comes from :func:`summed_area_table`.
+    """
+    h, w = sat.shape[1] - 1, sat.shape[2] - 1
+    x1 = torch.ceil(boxes[:, 0] - 0.5).clamp(0, w).long()
+    y1 = torch.ceil(boxes[:, 1] - 0.5).clamp(0, h).long()
+    x2 = (torch.floor(boxes[:, 2] - 0.5) + 1).clamp(0, w).long()
+    y2 = (torch.floor(boxes[:, 3] - 0.5) + 1).clamp(0, h).long()
+    x2 = torch.maximum(x2, x1)
+    y2 = torch.maximum(y2, y1)
+    area = sat[idx, y2, x2] - sat[idx, y1, x2] - sat[idx, y2, x1] + sat[idx, y1, x1]
+    return area.to(torch.float32)
+
+
+def crop_masks(gt_masks: Tensor, boxes: Tensor, idx: Tensor, size: int) -> Tensor:
+    """RoIAlign crop of mask ``idx[n]`` inside ``boxes[n]`` at ``size x size``, binarised at 0.5."""
+    rois = torch.cat([idx.to(boxes)[:, None], boxes], dim=1)
+    crops = roi_align(gt_masks[:, None].to(boxes.dtype), rois, (size, size), spatial_scale=1.0)[:, 0]
+    return crops >= 0.5
+
+
+def mask_iou_targets_matched(mask_logits: Tensor, proposals: Tensor, gt_masks: Tensor, idx: Tensor) -> Tensor:
+    """MaskIoU targets (SPEC §3) where RoI ``n`` is matched to the GT mask ``gt_masks[idx[n]]``.
+
+    Args:
+        mask_logits: ``[N, M, M]`` predicted mask logits of the target class.
+        proposals: ``[N, 4]`` RoI boxes (xyxy, pixels of the GT masks' frame).
+        gt_masks: ``[G, H, W]`` binary full-image GT masks of one image.
+        idx: ``[N]`` index into ``gt_masks`` for each RoI.
+
+    Returns:
+        ``[N]`` float32 IoU of the binarised prediction (probability > 0.5, i.e. logit > 0) with the
+        *whole* GT instance: the part of the instance outside the proposal box counts in the union
+        through the area ratio ``area(GT inside box) / area(GT)``. Detached.
+    """
+    with torch.no_grad():
+        n, m = mask_logits.shape[0], mask_logits.shape[-1]
+        if n == 0:
+            return mask_logits.new_zeros((0,), dtype=torch.float32)
+        proposals = proposals.float()
+        pred = mask_logits > 0
+        crop = crop_masks(gt_masks, proposals, idx, m)
+        full_area = gt_masks.flatten(1).sum(1, dtype=torch.float32)[idx]
+        inside_area = mask_area_in_boxes(summed_area_table(gt_masks), proposals, idx)
+        ratio = (inside_area / full_area.clamp(min=1.0)).clamp(min=1e-10)
+        gt_full = crop.sum((1, 2), dtype=torch.float32) / ratio
+        inter = (pred & crop).sum((1, 2), dtype=torch.float32)
+        union = pred.sum((1, 2), dtype=torch.float32) + gt_full - inter
+        return inter / union.clamp(min=1.0)
+
+
+def mask_iou_targets(mask_logits: Tensor, proposals: Tensor, gt_masks: Tensor) -> Tensor:
+    """MaskIoU training targets, exactly SPEC §3.
+
+    Args:
+        mask_logits: ``[N, M, M]`` logits of the target class for each RoI.
+        proposals: ``[N, 4]`` RoI boxes, xyxy in image coordinates.
+        gt_masks: ``[N, H, W]`` the full-image binary GT mask matched to each RoI.
+
+    Returns:
+        ``[N]`` IoU between ``mask_logits > 0`` and the whole GT instance.
+    """
+    idx = torch.arange(mask_logits.shape[0], device=mask_logits.device)
+    return mask_iou_targets_matched(mask_logits, proposals, gt_masks, idx)
+
+
+def present_class_targets(
+    mask_logits: Tensor,
+    proposals: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    gt_masks: Tensor,
+    matched_idxs: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """MaskIoU targets for every class present in each RoI (SPEC §3, Table 5 variants 2 and 3).
+
+    A class is *present* in a RoI when a GT instance of that class overlaps the RoI (box IoU > 0).
+    For the matched GT class the instance is the matched one; for other present classes it is
+    the instance of that class with the highest box IoU. Returns ``(targets, valid)``, both
+    ``[N, C]``; ``valid`` marks the present classes.
+    """
+    n, num_classes = mask_logits.shape[0], mask_logits.shape[1]
+    device = mask_logits.device
+    targets = torch.zeros((n, num_classes), dtype=torch.float32, device=device)
+    valid = torch.zeros((n, num_classes), dtype=torch.bool, device=device)
+    if n == 0 or gt_boxes.numel() == 0:
+        return targets, valid
+    iou = box_ops.box_iou(proposals.float(), gt_boxes.float())  # [N, G]
+    # Best instance of each class per RoI: one scatter over the (RoI, instance) grid.
+    g = gt_boxes.shape[0]
+    scores = iou.clone()
+    scores[torch.arange(n, device=device), matched_idxs] = 2.0  # the matched instance wins its class
+    best = torch.full((n, num_classes), -1.0, device=device)
+    best.scatter_reduce_(1, gt_labels[None].expand(n, g), scores, reduce="amax")
+    is_best = (scores == best.gather(1, gt_labels[None].expand(n, g))) & (iou > 0)
+    is_best[torch.arange(n, device=device), matched_idxs] = True
+    roi_idx, inst_idx = is_best.nonzero(as_tuple=True)
+    # Ties between instances of one class: keep the first (unique over (roi, class)).
+    cls = gt_labels[inst_idx]
+    key = roi_idx * num_classes + cls
+    order = torch.argsort(key, stable=True)
+    key_sorted = key[order]
+    first = torch.ones_like(key_sorted, dtype=torch.bool)
+    first[1:] = key_sorted[1:] != key_sorted[:-1]
+    sel = order[first]
+    roi_idx, inst_idx, cls = roi_idx[sel], inst_idx[sel], cls[sel]
+    values = mask_iou_targets_matched(mask_logits[roi_idx, cls], proposals[roi_idx], gt_masks, inst_idx)
+    targets[roi_idx, cls] = values
+    valid[roi_idx, cls] = True
+    return targets, valid
+
+
+def maskiou_loss(
+    pred: Tensor,
+    targets: Tensor,
+    weights: Tensor,
+    num_samples: int | Tensor,
+    loss_weight: float = 1.0,
+) -> Tensor:
+    """``loss_weight * sum(weights * 0.5 * (pred - target)^2) / num_samples`` (SPEC §4).
+
+    ``pred``, ``targets`` and ``weights`` are ``[N, C]``; ``weights`` selects the regressed outputs
+    (one per sample for ``target_class``). Normalised by the number of training samples, so the
+    variants that regress several outputs per RoI add their losses rather than averaging them away.
+    """
+    if pred.numel() == 0:
+        return pred.sum() * 0.0
+    per_entry = 0.5 * (pred.float() - targets) ** 2 * weights
+    denom = torch.as_tensor(num_samples, dtype=torch.float32, device=pred.device).clamp(min=1.0)
+    return loss_weight * per_entry.sum() / denom
+
+
+class MaskIoUHead(nn.Module):
+    """Regresses the IoU of a predicted mask with its GT instance, one output per class (SPEC §2).
+
+    Input designs (paper Table 4): ``concat`` (RoI feature ++ max-pooled target-class mask),
+    ``multiply`` (feature * pooled mask), ``concat_all`` (feature ++ pooled masks of all classes),
+    ``concat_highres`` (28x28 feature ++ 28x28 target-class mask, one more stride-2 conv).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        input_design: InputDesign = "concat",
+        conv_channels: int = 256,
+        num_convs: int = 4,
+        fc_dim: int = 1024,
+        roi_size: int = 14,
+    ) -> None:
+        super().__init__()
+        _check_choice("input", input_design, INPUT_DESIGNS)
+        if num_convs < 1:
+            raise ValueError(f"num_convs={num_convs} must be >= 1")
+        self.input_design = input_design
+        self.num_classes = num_classes
+        extra = {"concat": 1, "multiply": 0, "concat_all": num_classes, "concat_highres": 1}[input_design]
+        strides = [1] * (num_convs - 1) + [2]
+        if input_design == "concat_highres":
+            strides = [2] + strides
+        layers: list[nn.Module] = []
+        channels = in_channels + extra
+        for stride in strides:
+            layers += [nn.Conv2d(channels, conv_channels, 3, stride=stride, padding=1), nn.ReLU(inplace=True)]
+            channels = conv_channels
+        self.convs = nn.Sequential(*layers)
+        out_size = (roi_size + 1) // 2
+        self.fc1 = nn.Linear(conv_channels * out_size * out_size, fc_dim)
+        self.fc2 = nn.Linear(fc_dim, fc_dim)
+        self.predictor = nn.Linear(fc_dim, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialisation of the reference code: Kaiming convs, Kaiming-uniform FCs, small last FC."""
+        for module in self.convs:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+        for fc in (self.fc1, self.fc2):
+            nn.init.kaiming_uniform_(fc.weight, a=1)
+            nn.init.zeros_(fc.bias)
+        nn.init.normal_(self.predictor.weight, std=0.01)
+        nn.init.zeros_(self.predictor.bias)
+
+    @property
+    def needs_highres_features(self) -> bool:
+        return self.input_design == "concat_highres"
+
+    def forward(self, features: Tensor, mask_logits: Tensor, labels: Tensor) -> Tensor:
+        """Predicted MaskIoU ``[N, C]`` (unclamped) from RoI features and mask logits ``[N, C, M, M]``.
+
+        ``labels`` ``[N]`` picks the target class (GT class in training, predicted class at test).
+        """
+        probs = mask_logits.sigmoid()
+        if self.input_design == "concat_all":
+            mask = probs
+        else:
+            mask = probs[torch.arange(probs.shape[0], device=probs.device), labels][:, None]
+        if self.input_design != "concat_highres":
+            mask = F.max_pool2d(mask, kernel_size=2, stride=2)
+        mask = mask.to(features.dtype)
+        x = features * mask if self.input_design == "multiply" else torch.cat([features, mask], dim=1)
+        x = self.convs(x).flatten(1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.predictor(x)

@@ -1,0 +1,240 @@
+"""RoI heads of Mask Scoring R-CNN: torchvision's box and mask branches plus the MaskIoU branch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.roi_heads import (
+    RoIHeads,
+    fastrcnn_loss,
+    maskrcnn_inference,
+    maskrcnn_loss,
+)
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import boxes as box_ops
+
+from msrcnn.models.maskiou import (
+    TRAIN_TARGETS,
+    MaskIoUHead,
+    TrainTarget,
+    _check_choice,
+    mask_iou_targets_matched,
+    maskiou_loss,
+    present_class_targets,
+)
+from msrcnn.ops import batched_soft_nms
+
+SOFT_NMS_METHODS = ("linear", "gaussian")
+
+
+@dataclass(frozen=True)
+class SoftNMSConfig:
+    """Soft-NMS settings (SPEC §5); ``enabled=False`` keeps torchvision's hard NMS."""
+
+    enabled: bool = False
+    method: str = "linear"
+    iou_threshold: float = 0.3
+    sigma: float = 0.5
+    score_threshold: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check_choice("soft_nms.method", self.method, SOFT_NMS_METHODS)
+
+
+@dataclass(frozen=True)
+class MaskIoUConfig:
+    """Training options of the MaskIoU branch (SPEC §3–4)."""
+
+    target: TrainTarget = "target_class"
+    tau: float = 0.0
+    loss_weight: float = 1.0
+    detach_inputs: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("target", self.target, TRAIN_TARGETS)
+        if not 0.0 <= self.tau < 1.0:
+            raise ValueError(f"tau={self.tau} must be in [0, 1)")
+
+
+class MaskScoringRoIHeads(RoIHeads):
+    """torchvision ``RoIHeads`` with a MaskIoU branch and optional Soft-NMS.
+
+    Training adds ``loss_maskiou``. Inference adds ``mask_ious`` (predicted MaskIoU of the
+    predicted class, clamped to [0, 1]) and ``mask_scores = scores * mask_ious`` to every output;
+    ``boxes``, ``labels``, ``scores`` and ``masks`` keep torchvision's meaning. With
+    ``maskiou_head=None`` it is a plain Mask R-CNN (still with optional Soft-NMS).
+    """
+
+    def __init__(
+        self,
+        *args,
+        maskiou_head: MaskIoUHead | None = None,
+        maskiou_roi_pool: MultiScaleRoIAlign | None = None,
+        maskiou: MaskIoUConfig | None = None,
+        soft_nms: SoftNMSConfig | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.has_mask():
+            raise ValueError("MaskScoringRoIHeads needs the mask branch (mask_roi_pool, mask_head, mask_predictor)")
+        if self.keypoint_predictor is not None:
+            raise ValueError("MaskScoringRoIHeads does not support keypoint heads")
+        if maskiou_head is not None and maskiou_head.needs_highres_features and maskiou_roi_pool is None:
+            raise ValueError("input design 'concat_highres' needs maskiou_roi_pool (RoIAlign at 28x28)")
+        self.maskiou_head = maskiou_head
+        self.maskiou_roi_pool = maskiou_roi_pool
+        self.maskiou_cfg = maskiou or MaskIoUConfig()
+        self.soft_nms = soft_nms or SoftNMSConfig()
+
+    @classmethod
+    def from_roi_heads(cls, heads: RoIHeads, **kwargs) -> MaskScoringRoIHeads:
+        """Builds the MaskIoU heads around the modules and settings of an existing ``RoIHeads``."""
+        return cls(
+            heads.box_roi_pool,
+            heads.box_head,
+            heads.box_predictor,
+            heads.proposal_matcher.high_threshold,
+            heads.proposal_matcher.low_threshold,
+            heads.fg_bg_sampler.batch_size_per_image,
+            heads.fg_bg_sampler.positive_fraction,
+            heads.box_coder.weights,
+            heads.score_thresh,
+            heads.nms_thresh,
+            heads.detections_per_img,
+            mask_roi_pool=heads.mask_roi_pool,
+            mask_head=heads.mask_head,
+            mask_predictor=heads.mask_predictor,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ inference
+    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
+        """torchvision's post-processing, with batched Soft-NMS in place of NMS when enabled."""
+        if not self.soft_nms.enabled:
+            return super().postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        num_classes = class_logits.shape[-1]
+        boxes_per_image = [p.shape[0] for p in proposals]
+        pred_boxes = self.box_coder.decode(box_regression, proposals).split(boxes_per_image, 0)
+        pred_scores = F.softmax(class_logits, -1).split(boxes_per_image, 0)
+        all_boxes, all_scores, all_labels = [], [], []
+        for boxes, scores, image_shape in zip(pred_boxes, pred_scores, image_shapes):
+            boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
+            labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
+            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+            inds = torch.where(scores > self.score_thresh)[0]
+            boxes, scores, labels = boxes[inds], scores[inds], labels[inds]
+            keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep, new_scores = batched_soft_nms(
+                boxes,
+                scores,
+                labels,
+                iou_threshold=self.soft_nms.iou_threshold,
+                sigma=self.soft_nms.sigma,
+                score_threshold=self.soft_nms.score_threshold,
+                method=self.soft_nms.method,
+            )
+            keep, new_scores = keep[: self.detections_per_img], new_scores[: self.detections_per_img]
+            all_boxes.append(boxes[keep])
+            all_scores.append(new_scores.to(scores.dtype))
+            all_labels.append(labels[keep])
+        return all_boxes, all_scores, all_labels
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, features, proposals, image_shapes, targets=None):
+        if targets is not None:
+            for t in targets:
+                if t["boxes"].dtype not in (torch.float, torch.double, torch.half, torch.bfloat16):
+                    raise TypeError(f"target boxes must be of float type, got {t['boxes'].dtype}")
+                if t["labels"].dtype != torch.int64:
+                    raise TypeError(f"target labels must be of int64 type, got {t['labels'].dtype}")
+
+        if self.training:
+            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+
+        result: list[dict[str, Tensor]] = []
+        losses: dict[str, Tensor] = {}
+        if self.training:
+            loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+            losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+            pos = [torch.where(lab > 0)[0] for lab in labels]
+            mask_proposals = [p[i] for p, i in zip(proposals, pos)]
+            pos_matched_idxs = [m[i] for m, i in zip(matched_idxs, pos)]
+        else:
+            boxes, scores, det_labels = self.postprocess_detections(
+                class_logits, box_regression, proposals, image_shapes
+            )
+            result = [{"boxes": b, "labels": lab, "scores": s} for b, lab, s in zip(boxes, det_labels, scores)]
+            mask_proposals = boxes
+
+        roi_features = self.mask_roi_pool(features, mask_proposals, image_shapes)
+        mask_logits = self.mask_predictor(self.mask_head(roi_features))
+
+        if self.training:
+            gt_masks = [t["masks"] for t in targets]
+            gt_labels = [t["labels"] for t in targets]
+            losses["loss_mask"] = maskrcnn_loss(mask_logits, mask_proposals, gt_masks, gt_labels, pos_matched_idxs)
+            if self.maskiou_head is not None:
+                losses["loss_maskiou"] = self._maskiou_loss(
+                    features, roi_features, mask_logits, mask_proposals, image_shapes, targets, pos_matched_idxs
+                )
+        else:
+            det_labels = [r["labels"] for r in result]
+            for mask_prob, r in zip(maskrcnn_inference(mask_logits, det_labels), result):
+                r["masks"] = mask_prob
+            if self.maskiou_head is not None:
+                labels_cat = torch.cat(det_labels) if det_labels else mask_logits.new_zeros((0,), dtype=torch.long)
+                hr = self._highres_features(features, mask_proposals, image_shapes)
+                pred = self.maskiou_head(roi_features if hr is None else hr, mask_logits, labels_cat)
+                ious = pred[torch.arange(pred.shape[0], device=pred.device), labels_cat].clamp(0.0, 1.0)
+                for r, iou in zip(result, ious.split([len(lab) for lab in det_labels])):
+                    r["mask_ious"] = iou.to(r["scores"].dtype)
+                    r["mask_scores"] = r["scores"] * r["mask_ious"]
+        return result, losses
+
+    def _highres_features(self, features, proposals, image_shapes) -> Tensor | None:
+        if self.maskiou_roi_pool is None or not self.maskiou_head.needs_highres_features:
+            return None
+        return self.maskiou_roi_pool(features, proposals, image_shapes)
+
+    def _maskiou_loss(self, features, roi_features, mask_logits, proposals, image_shapes, targets, matched_idxs):
+        """MaskIoU targets for the positive RoIs, the tau filter and the L2 loss (SPEC §3–4)."""
+        cfg = self.maskiou_cfg
+        gt_labels = torch.cat([t["labels"][i] for t, i in zip(targets, matched_idxs)])
+        num_classes = mask_logits.shape[1]
+        target_logits = mask_logits[torch.arange(gt_labels.shape[0], device=gt_labels.device), gt_labels]
+        per_image = [len(p) for p in proposals]
+        logits_split = target_logits.split(per_image)
+        if cfg.target == "target_class":
+            own = torch.cat(
+                [
+                    mask_iou_targets_matched(lg, p, t["masks"], i)
+                    for lg, p, t, i in zip(logits_split, proposals, targets, matched_idxs)
+                ]
+            )
+            targets_nc = torch.zeros((own.shape[0], num_classes), device=own.device)
+            weights = torch.zeros_like(targets_nc)
+            targets_nc[torch.arange(own.shape[0], device=own.device), gt_labels] = own
+            weights[torch.arange(own.shape[0], device=own.device), gt_labels] = 1.0
+        else:
+            parts = [
+                present_class_targets(lg, p, t["boxes"], t["labels"], t["masks"], i)
+                for lg, p, t, i in zip(mask_logits.split(per_image), proposals, targets, matched_idxs)
+            ]
+            targets_nc = torch.cat([p[0] for p in parts])
+            valid = torch.cat([p[1] for p in parts])
+            own = targets_nc[torch.arange(targets_nc.shape[0], device=targets_nc.device), gt_labels]
+            weights = torch.ones_like(targets_nc) if cfg.target == "all_classes" else valid.float()
+        keep = (own >= cfg.tau).float()[:, None]
+        weights = weights * keep
+
+        if cfg.detach_inputs:
+            roi_features, mask_logits = roi_features.detach(), mask_logits.detach()
+        hr = self._highres_features(features, proposals, image_shapes)
+        pred = self.maskiou_head(roi_features if hr is None else hr, mask_logits, gt_labels)
+        return maskiou_loss(pred, targets_nc, weights, keep.sum(), cfg.loss_weight)
