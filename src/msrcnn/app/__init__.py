@@ -1,0 +1,1 @@
+"""The applications behind ``src/train.py``, ``src/eval.py``: config in, files in the run directory out."""

@@ -1,0 +1,209 @@
+"""Builds the run's objects (model, data, logger, callbacks, trainer) from a validated config."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from msrcnn.config import ConfigError
+from msrcnn.data import DetectionDataModule, SplitSpec
+from msrcnn.models import MaskScoringRCNN, build_model
+
+log = logging.getLogger("msrcnn.app")
+
+
+def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``build_model`` keyword arguments from the plain ``backbone``, ``head`` and ``model`` groups."""
+    b, h, m = cfg["backbone"], cfg["head"], cfg["model"]
+    soft = m["soft_nms"]
+    return dict(
+        backbone=b["name"],
+        pretrained=b["pretrained"],
+        norm=b["norm"],
+        trainable_layers=b["trainable_layers"],
+        returned_layers=b["returned_layers"],
+        fpn_channels=b["fpn_channels"],
+        anchor_sizes=b["anchor_sizes"],
+        aspect_ratios=b["aspect_ratios"],
+        box_head=m["box_head"],
+        box_representation_size=m["box_representation_size"],
+        box_conv_channels=m["box_conv_channels"],
+        box_num_convs=m["box_num_convs"],
+        mask_head_channels=m["mask_head_channels"],
+        mask_num_convs=m["mask_num_convs"],
+        min_size=tuple(m["min_size"]),
+        max_size=m["max_size"],
+        rpn_pre_nms_top_n_train=m["rpn_pre_nms_top_n_train"],
+        rpn_post_nms_top_n_train=m["rpn_post_nms_top_n_train"],
+        rpn_pre_nms_top_n_test=m["rpn_pre_nms_top_n_test"],
+        rpn_post_nms_top_n_test=m["rpn_post_nms_top_n_test"],
+        rpn_batch_size_per_image=m["rpn_batch_size_per_image"],
+        box_batch_size_per_image=m["box_batch_size_per_image"],
+        box_positive_fraction=m["box_positive_fraction"],
+        box_score_thresh=m["box_score_thresh"],
+        box_nms_thresh=m["box_nms_thresh"],
+        box_detections_per_img=m["box_detections_per_img"],
+        maskiou_head=h["name"] == "maskiou",
+        maskiou_input=h["input"],
+        maskiou_target=h["target"],
+        maskiou_tau=h["tau"],
+        maskiou_loss_weight=h["loss_weight"],
+        maskiou_conv_channels=h["conv_channels"],
+        maskiou_num_convs=h["num_convs"],
+        maskiou_fc_dim=h["fc_dim"],
+        maskiou_detach_inputs=h["detach_inputs"],
+        soft_nms=soft["enabled"],
+        soft_nms_method=soft["method"],
+        soft_nms_iou_threshold=soft["iou_threshold"],
+        soft_nms_sigma=soft["sigma"],
+        soft_nms_score_threshold=soft["score_threshold"],
+    )
+
+
+def build_detector(cfg: dict[str, Any], num_classes: int) -> MaskScoringRCNN:
+    """The detector of a plain config dict; ``model.init_from`` weights loaded when set."""
+    model = build_model(num_classes=num_classes, **model_kwargs(cfg))
+    if cfg["model"].get("init_from"):
+        load_detector_weights(model, cfg["model"]["init_from"])
+    return model
+
+
+def detector_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Model weights from a torchvision ``MaskRCNN`` state dict or an msrcnn (Lightning) checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model weights not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
+        raise ValueError(f"{path} is not a readable PyTorch state dict or checkpoint: {err}") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = {k[len("model.") :]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"{path} holds no model weights")
+    return state
+
+
+def load_detector_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Loads weights where only the MaskIoU branch may be missing (add-on mode on a Mask R-CNN)."""
+    state = detector_state_dict(path)
+    own = model.state_dict()
+    wrong_shape = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong_shape:
+        k = wrong_shape[0]
+        raise ValueError(
+            f"{path}: {len(wrong_shape)} tensors do not fit this model, e.g. {k} {tuple(state[k].shape)} "
+            f"vs {tuple(own[k].shape)} (different number of classes or widths?)"
+        )
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if "maskiou" not in k]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    log.info("initialised the detector from %s", path)
+
+
+def build_datamodule(cfg: DictConfig, train_required: bool = True) -> DetectionDataModule:
+    """The data module of the ``data`` group (``coco``, ``coco_format`` or the synthetic ``shapes``)."""
+    d = cfg.data
+    common = dict(
+        batch_size=d.batch_size,
+        eval_batch_size=d.eval_batch_size,
+        num_workers=d.num_workers,
+        pin_memory=d.pin_memory,
+        hflip_prob=d.hflip_prob,
+        train_min_size=None if d.train_min_size is None else list(d.train_min_size),
+        max_size=d.max_size,
+        aspect_ratio_group_factor=d.aspect_ratio_group_factor,
+        seed=d.seed,
+    )
+    name = d.name.value
+    if name == "coco":
+        if OmegaConf.is_missing(d, "root") or not d.root:
+            raise ConfigError("data=coco needs data.root=DIR (with annotations/ and train2017/, val2017/)")
+        return DetectionDataModule.from_coco2017(d.root, **common)
+    if name == "shapes":
+        synthetic = OmegaConf.to_container(d.synthetic) if d.synthetic is not None else {}
+        root = d.root or os.path.join(cfg.paths.data_dir, "shapes")
+        return DetectionDataModule(train=None, val=None, synthetic=synthetic, synthetic_root=root, **common)
+
+    def split(name: str, required: bool) -> SplitSpec | None:
+        node = d[name]
+        values = {k: None if OmegaConf.is_missing(node, k) else node[k] for k in ("ann_file", "img_dir")}
+        if not required and all(v is None for v in values.values()):
+            return None
+        missing = [f"data.{name}.{k}" for k, v in values.items() if v is None]
+        if missing:
+            raise ConfigError(f"data=coco_format needs {' and '.join(missing)} (a COCO json and its image folder)")
+        return SplitSpec(**values)
+
+    return DetectionDataModule(
+        train=split("train", required=train_required), val=split("val", required=True),
+        test=split("test", required=False), **common,
+    )
+
+
+def build_logger(cfg: DictConfig, output_dir: Path, config: dict[str, Any]):
+    """The experiment logger of the ``logger`` group, writing inside the run directory."""
+    lg = cfg.logger
+    name = lg.name.value
+    if name == "none":
+        return False
+    if name == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(output_dir), name="csv", version="")
+    if name == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version="")
+    from lightning.pytorch.loggers import WandbLogger
+
+    wandb_dir = output_dir / "wandb"
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    for var, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
+                     ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+        os.environ[var] = str(output_dir if not sub else wandb_dir / sub)
+    return WandbLogger(
+        project=lg.project,
+        group=lg.group,
+        tags=list(lg.tags),
+        name=cfg.experiment_name,
+        save_dir=str(output_dir),
+        mode=lg.mode,
+        config=config,
+    )
+
+
+def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list[L.Callback]:
+    cb = cfg.callbacks
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(
+            dirpath=str(output_dir / "checkpoints"),
+            filename="best",
+            monitor=cb.monitor if cb.save_best else None,
+            mode="max",
+            save_top_k=1 if cb.save_best else 0,
+            save_last=cb.save_last,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+    ]
+    if cb.lr_monitor and has_logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if cb.rich_progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar())
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, logger, callbacks) -> L.Trainer:
+    return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, _convert_="all")

@@ -1,0 +1,89 @@
+"""``src/eval.py``: evaluate a checkpoint on a split and write the same files as training."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from msrcnn.app.builders import build_datamodule, build_detector, build_trainer, detector_state_dict
+from msrcnn.app.summary import format_results_table
+from msrcnn.app.train import write_results
+from msrcnn.config import EvalAppConfig, to_plain, validate
+from msrcnn.config.schema import Config, DataConfig
+from msrcnn.data import DataError
+from msrcnn.evaluation.evaluator import CocoEvaluator
+from msrcnn.training import MaskScoringModule
+
+
+def checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The resolved training config stored in an msrcnn checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    config = ckpt.get("hyper_parameters", {}).get("config") if isinstance(ckpt, dict) else None
+    if not config:
+        raise ValueError(f"{path} is not an msrcnn checkpoint (no hyper_parameters.config inside)")
+    return config
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
+    """Evaluates ``cfg.ckpt_path``; returns the results (None on a split without annotations)."""
+    cfg = validate(cfg, EvalAppConfig)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    L.seed_everything(cfg.seed, verbose=False)
+    start = time.perf_counter()
+
+    trained = checkpoint_config(cfg.ckpt_path)
+    data_cfg = cfg.data if cfg.data is not None else OmegaConf.merge(OmegaConf.structured(DataConfig), trained["data"])
+    run_cfg = validate({k: v for k, v in trained.items() if k in {f.name for f in dataclasses.fields(Config)}})
+    run_cfg.data = data_cfg
+    run_cfg.paths = cfg.paths
+    datamodule = build_datamodule(run_cfg, train_required=False)
+    datamodule.prepare_data()
+    datamodule.setup("validate" if cfg.split.value == "val" else "test")
+    if list(datamodule.class_names) != list(trained["class_names"]):
+        raise DataError(
+            f"the checkpoint {cfg.ckpt_path} was trained on classes {trained['class_names']}, "
+            f"the dataset has {list(datamodule.class_names)}"
+        )
+
+    plain = to_plain(run_cfg)
+    plain["model"]["init_from"] = None
+    model = build_detector(plain, trained["num_classes"])
+    model.load_state_dict(detector_state_dict(cfg.ckpt_path), strict=True)
+    if cfg.soft_nms is not None:
+        heads = model.roi_heads
+        heads.soft_nms = dataclasses.replace(heads.soft_nms, enabled=bool(cfg.soft_nms))
+
+    if cfg.split.value == "val":
+        ann_file, loader = datamodule.val_ann_file, datamodule.val_dataloader()
+    else:
+        ann_file, loader = datamodule.test_ann_file, datamodule.test_dataloader()
+    evaluator = CocoEvaluator(ann_file, [0, *datamodule.category_map.cat_ids], max_dets=cfg.max_dets)
+    module = MaskScoringModule(model, plain["optim"], evaluator, config=trained)
+    trainer = build_trainer(cfg, logger=False, callbacks=[])
+    trainer.validate(module, dataloaders=loader, verbose=False)
+    results = module.last_results
+    if trainer.is_global_zero:
+        extra = {
+            "checkpoint": str(cfg.ckpt_path),
+            "split": cfg.split.value,
+            "ann_file": str(ann_file),
+            "soft_nms": model.roi_heads.soft_nms.enabled,
+            "total_seconds": round(time.perf_counter() - start, 1),
+        }
+        path = write_results(results, evaluator, output_dir, extra)
+        if path is not None:
+            print("\n" + format_results_table(results), flush=True)
+        print(f"detections written to {output_dir}" + (f"\nresults: {path}" if path else ""), flush=True)
+    return results if evaluator.has_annotations else None

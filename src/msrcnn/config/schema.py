@@ -1,0 +1,290 @@
+"""Typed schemas of the Hydra configuration under ``conf/``.
+
+Every group of ``conf/`` has a dataclass here. :func:`validate` merges a composed config into
+these schemas, so a misspelt key or a value outside its choices fails before any work, with
+OmegaConf's message naming the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+class BackboneName(str, Enum):
+    r18_fpn = "r18_fpn"
+    r50_fpn = "r50_fpn"
+    r101_fpn = "r101_fpn"
+    r50_c4 = "r50_c4"
+    r101_c4 = "r101_c4"
+    r50_dcn_fpn = "r50_dcn_fpn"
+    r101_dcn_fpn = "r101_dcn_fpn"
+
+
+class Norm(str, Enum):
+    bn = "bn"
+    frozen_bn = "frozen_bn"
+    gn = "gn"
+
+
+class HeadName(str, Enum):
+    maskiou = "maskiou"
+    none = "none"
+
+
+class InputDesign(str, Enum):
+    concat = "concat"
+    multiply = "multiply"
+    concat_all = "concat_all"
+    concat_highres = "concat_highres"
+
+
+class TrainTarget(str, Enum):
+    target_class = "target_class"
+    all_classes = "all_classes"
+    positive_classes = "positive_classes"
+
+
+class BoxHead(str, Enum):
+    mlp = "mlp"
+    conv = "conv"
+
+
+class SoftNMSMethod(str, Enum):
+    linear = "linear"
+    gaussian = "gaussian"
+
+
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+class TrainOnly(str, Enum):
+    all = "all"
+    maskiou = "maskiou"
+
+
+class DataName(str, Enum):
+    coco = "coco"
+    coco_format = "coco_format"
+    shapes = "shapes"
+
+
+class LoggerName(str, Enum):
+    wandb = "wandb"
+    csv = "csv"
+    tensorboard = "tensorboard"
+    none = "none"
+
+
+@dataclass
+class BackboneConfig:
+    name: BackboneName = BackboneName.r18_fpn
+    pretrained: Optional[str] = None  # null | imagenet | /path/to/state_dict.pth
+    norm: Optional[Norm] = None  # default: frozen_bn over pretrained weights, else bn
+    trainable_layers: Optional[int] = None
+    returned_layers: Optional[list[int]] = None
+    fpn_channels: int = 256
+    anchor_sizes: Optional[list[list[int]]] = None
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+
+
+@dataclass
+class HeadConfig:
+    name: HeadName = HeadName.maskiou
+    input: InputDesign = InputDesign.concat
+    target: TrainTarget = TrainTarget.target_class
+    tau: float = 0.0
+    loss_weight: float = 1.0
+    conv_channels: int = 256
+    num_convs: int = 4
+    fc_dim: int = 1024
+    detach_inputs: bool = False
+
+
+@dataclass
+class SoftNMSConfig:
+    enabled: bool = False
+    method: SoftNMSMethod = SoftNMSMethod.linear
+    iou_threshold: float = 0.3
+    sigma: float = 0.5
+    score_threshold: float = 0.001
+
+
+@dataclass
+class ModelConfig:
+    min_size: list[int] = field(default_factory=lambda: [800])
+    max_size: int = 1333
+    box_head: BoxHead = BoxHead.mlp
+    box_representation_size: int = 1024
+    box_conv_channels: int = 256
+    box_num_convs: int = 4
+    mask_head_channels: int = 256
+    mask_num_convs: int = 4
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_batch_size_per_image: int = 256
+    box_batch_size_per_image: int = 512
+    box_positive_fraction: float = 0.25
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 100
+    soft_nms: SoftNMSConfig = field(default_factory=SoftNMSConfig)
+    init_from: Optional[str] = None  # a torchvision MaskRCNN state dict or an msrcnn checkpoint
+    train_only: TrainOnly = TrainOnly.all
+
+
+@dataclass
+class OptimConfig:
+    name: Optimizer = Optimizer.sgd
+    lr: float = 0.02  # for base_batch_size images per step; scaled linearly with the total batch
+    base_batch_size: int = 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    warmup_factor: float = 0.001
+    lr_step_epochs: list[float] = field(default_factory=lambda: [14.0, 17.0])
+    schedule_epochs: float = 18.0  # lr_step_epochs are scaled by trainer length / schedule_epochs
+    lr_gamma: float = 0.1
+    check_finite_every_n_steps: int = 1
+
+
+@dataclass
+class SplitConfig:
+    ann_file: Optional[str] = None
+    img_dir: Optional[str] = None
+
+
+@dataclass
+class ShapesConfig:
+    num_train: int = 1000
+    num_val: int = 200
+    image_size: int = 160
+    seed: int = 0
+    max_objects: int = 6
+    empty_fraction: float = 0.05
+
+
+@dataclass
+class DataConfig:
+    name: DataName = DataName.shapes
+    root: Optional[str] = None
+    train: SplitConfig = field(default_factory=SplitConfig)
+    val: SplitConfig = field(default_factory=SplitConfig)
+    test: SplitConfig = field(default_factory=SplitConfig)
+    synthetic: Optional[ShapesConfig] = None
+    batch_size: int = 2
+    eval_batch_size: int = 2
+    num_workers: int = 2
+    pin_memory: bool = True
+    hflip_prob: float = 0.5
+    train_min_size: Optional[list[int]] = None
+    max_size: int = 1333
+    aspect_ratio_group_factor: int = 3
+    seed: int = 0
+
+
+@dataclass
+class TrainerConfig:
+    _target_: str = "lightning.Trainer"
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: Any = "auto"
+    precision: Any = "32-true"
+    max_epochs: Optional[int] = 18
+    max_steps: int = -1
+    max_time: Optional[str] = None
+    val_check_interval: Optional[Any] = None
+    check_val_every_n_epoch: Optional[int] = 1
+    log_every_n_steps: int = 20
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    deterministic: Any = False
+    benchmark: Optional[bool] = None
+    num_sanity_val_steps: int = 0
+    fast_dev_run: Any = False
+    limit_train_batches: Optional[Any] = None
+    limit_val_batches: Optional[Any] = None
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    use_distributed_sampler: bool = False  # the data module shards itself (no padded duplicates)
+    sync_batchnorm: bool = False
+    default_root_dir: Optional[str] = None
+
+
+@dataclass
+class LoggerConfig:
+    name: LoggerName = LoggerName.wandb
+    project: str = "msrcnn"
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "offline"  # wandb: offline unless the user set WANDB_MODE or logged in
+    log_images: int = 4  # validation images with predicted masks per evaluation
+
+
+@dataclass
+class CallbacksConfig:
+    monitor: str = "val/segm_AP"
+    save_last: bool = True
+    save_best: bool = True
+    lr_monitor: bool = True
+    rich_progress: bool = False
+
+
+@dataclass
+class EvalConfig:
+    max_dets: int = 100
+    after_fit: bool = True  # evaluate the final model on the val split and write results.json
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class Config:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    experiment_name: str = "default"
+    seed: int = 0
+    ckpt_path: Optional[str] = None
+    torch_threads: Optional[int] = None
+
+
+class Split(str, Enum):
+    val = "val"
+    test = "test"
+
+
+@dataclass
+class EvalAppConfig:
+    """``src/eval.py``: the model and its settings come from the checkpoint."""
+
+    ckpt_path: str = MISSING
+    data: Optional[DataConfig] = None  # null: the dataset the checkpoint was trained on
+    split: Split = Split.val
+    max_dets: int = 100
+    soft_nms: Optional[bool] = None  # null: as trained; true/false overrides model.soft_nms.enabled
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    experiment_name: str = "eval"
+    seed: int = 0
+    torch_threads: Optional[int] = None
