@@ -1,0 +1,159 @@
+"""Broken input is refused with a DataError naming the file, the ids involved and the problem."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from PIL import Image
+
+from msrcnn.data import CocoInstanceDataset, DataError, DetectionDataModule, SplitSpec
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def _load(ann_file, img_dir, **kwargs) -> str:
+    with pytest.raises(DataError) as info:
+        CocoInstanceDataset(ann_file, img_dir, **kwargs)[0]
+    return str(info.value)
+
+
+def test_data_error_is_a_value_error() -> None:
+    assert issubclass(DataError, ValueError)
+
+
+def test_missing_annotation_file(tiny_coco) -> None:
+    missing = tiny_coco.root / "annotations" / "nope.json"
+    message = _load(missing, tiny_coco.img_dir)
+    assert "nope.json" in message and "not found" in message
+
+
+def test_truncated_json_reports_position(tiny_coco) -> None:
+    broken = tiny_coco.root / "annotations" / "truncated.json"
+    broken.write_text(tiny_coco.ann_file.read_text()[:150])
+    message = _load(broken, tiny_coco.img_dir)
+    assert "truncated.json" in message and "not valid JSON" in message
+    assert "line 1" in message and "char" in message
+
+
+def test_malformed_json(tiny_coco) -> None:
+    broken = tiny_coco.root / "annotations" / "malformed.json"
+    broken.write_text('{"images": [}\n')
+    message = _load(broken, tiny_coco.img_dir)
+    assert "malformed.json" in message and "not valid JSON" in message and "column 13" in message
+
+
+def test_top_level_must_be_an_object(tiny_coco, write_json) -> None:
+    ann_file = write_json(tiny_coco.root / "annotations" / "list.json", [1, 2])
+    assert "top level must be a JSON object" in _load(ann_file, tiny_coco.img_dir)
+
+
+@pytest.mark.parametrize("key", ["images", "annotations", "categories"])
+def test_missing_top_level_key(tiny_coco, write_json, key: str) -> None:
+    data = {k: v for k, v in tiny_coco.data.items() if k != key}
+    ann_file = write_json(tiny_coco.root / "annotations" / f"no_{key}.json", data)
+    message = _load(ann_file, tiny_coco.img_dir)
+    assert f"no_{key}.json" in message and "missing required top-level key" in message and key in message
+
+
+def test_missing_image_files_are_counted_and_listed(tiny_coco) -> None:
+    for name in ("img_22.png", "img_44.png"):
+        (tiny_coco.img_dir / name).unlink()
+    message = _load(tiny_coco.ann_file, tiny_coco.img_dir)
+    assert "instances.json" in message and "2 of 4 image files are missing" in message
+    assert "img_22.png" in message and "img_44.png" in message
+    (tiny_coco.img_dir / "img_22.png").write_bytes((tiny_coco.img_dir / "img_11.png").read_bytes())
+    message = _load(tiny_coco.ann_file, tiny_coco.img_dir, drop_empty=True)
+    assert "1 of 4 image files are missing" in message  # even images training would drop are checked
+
+
+def test_missing_image_files_list_only_the_first_few(tiny_coco, write_json) -> None:
+    images = [{"id": i, "file_name": f"gone_{i}.jpg", "width": 8, "height": 8} for i in range(1, 10)]
+    ann_file = write_json(
+        tiny_coco.root / "annotations" / "gone.json", {**tiny_coco.data, "images": images, "annotations": []}
+    )
+    message = _load(ann_file, tiny_coco.img_dir)
+    assert "9 of 9 image files are missing" in message
+    assert "gone_5.jpg" in message and "gone_6.jpg" not in message
+
+
+def test_unknown_category_id(tiny_coco) -> None:
+    annotations = copy.deepcopy(tiny_coco.data["annotations"])
+    annotations[3]["category_id"] = 77
+    message = _load(tiny_coco.variant("badcat.json", annotations=annotations), tiny_coco.img_dir)
+    assert "badcat.json" in message and "annotation id 4" in message and "unknown category id 77" in message
+
+
+def test_annotation_for_unknown_image(tiny_coco) -> None:
+    annotations = copy.deepcopy(tiny_coco.data["annotations"])
+    annotations[1]["image_id"] = 999
+    message = _load(tiny_coco.variant("badimg.json", annotations=annotations), tiny_coco.img_dir)
+    assert "badimg.json" in message and "annotation id 2" in message and "image id 999" in message
+
+
+def test_corrupt_rle(tiny_coco) -> None:
+    annotations = copy.deepcopy(tiny_coco.data["annotations"])
+    annotations[3]["segmentation"]["counts"][-1] += 5
+    message = _load(tiny_coco.variant("badrle.json", annotations=annotations), tiny_coco.img_dir)
+    assert "badrle.json" in message and "annotation id 4" in message and "corrupt RLE" in message
+
+
+def test_rle_size_mismatch(tiny_coco) -> None:
+    annotations = copy.deepcopy(tiny_coco.data["annotations"])
+    annotations[1]["segmentation"]["size"] = [40, 30]
+    message = _load(tiny_coco.variant("rlesize.json", annotations=annotations), tiny_coco.img_dir)
+    assert "annotation id 2" in message and "RLE size" in message
+
+
+def test_malformed_bbox_and_segmentation(tiny_coco) -> None:
+    annotations = copy.deepcopy(tiny_coco.data["annotations"])
+    annotations[0]["bbox"] = [1, 2, 3]
+    assert "malformed bbox" in _load(
+        tiny_coco.variant("bbox.json", annotations=annotations), tiny_coco.img_dir
+    )
+    annotations = copy.deepcopy(tiny_coco.data["annotations"])
+    annotations[0]["segmentation"] = "polygon"
+    message = _load(tiny_coco.variant("seg.json", annotations=annotations), tiny_coco.img_dir)
+    assert "annotation id 1" in message and "neither polygons nor RLE" in message
+
+
+def test_duplicate_ids(tiny_coco) -> None:
+    annotations = copy.deepcopy(tiny_coco.data["annotations"])
+    annotations[1]["id"] = 1
+    assert "annotation id 1 is duplicated" in _load(
+        tiny_coco.variant("dupann.json", annotations=annotations), tiny_coco.img_dir
+    )
+    images = copy.deepcopy(tiny_coco.data["images"])
+    images[1]["id"] = 11
+    assert "duplicate image id 11" in _load(
+        tiny_coco.variant("dupimg.json", images=images), tiny_coco.img_dir
+    )
+
+
+def test_corrupt_image_is_reported_at_load(tiny_coco) -> None:
+    (tiny_coco.img_dir / "img_33.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    dataset = CocoInstanceDataset(tiny_coco.ann_file, tiny_coco.img_dir)
+    with pytest.raises(DataError) as info:
+        dataset[int((dataset.image_ids == 33).nonzero()[0][0])]
+    assert "img_33.png" in str(info.value) and "image id 33" in str(info.value)
+
+
+def test_truncated_image_is_reported_at_load(tiny_coco) -> None:
+    path = tiny_coco.img_dir / "img_11.png"
+    path.write_bytes(path.read_bytes()[:200])
+    message = _load(tiny_coco.ann_file, tiny_coco.img_dir)
+    assert "img_11.png" in message and "image id 11" in message and "cannot read image" in message
+
+
+def test_image_size_must_match_the_json(tiny_coco) -> None:
+    Image.new("RGB", (41, 30)).save(tiny_coco.img_dir / "img_11.png")
+    message = _load(tiny_coco.ann_file, tiny_coco.img_dir)
+    assert "img_11.png" in message and "image id 11" in message
+    assert "41x30" in message and "40x30" in message
+
+
+def test_datamodule_setup_refuses_broken_splits(tiny_coco) -> None:
+    spec = SplitSpec(str(tiny_coco.root / "annotations" / "missing.json"), str(tiny_coco.img_dir))
+    module = DetectionDataModule(train=SplitSpec(str(tiny_coco.ann_file), str(tiny_coco.img_dir)), val=spec)
+    with pytest.raises(DataError, match="missing.json"):
+        module.setup("fit")

@@ -1,0 +1,146 @@
+"""The synthetic shapes generator: deterministic, cached, atomic, and hard in the intended ways."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from msrcnn.data import SHAPES_CATEGORIES, CocoInstanceDataset, generate_shapes, shapes_splits
+from msrcnn.data import shapes as shapes_module
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+TINY = {"num_train": 6, "num_val": 3, "image_size": 64}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()
+    }
+
+
+def _coco(root: Path, split: str = "train") -> dict:
+    return json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+
+
+def test_layout_and_loader_compatibility(shapes_dir: Path) -> None:
+    for split, count in (("train", 24), ("val", 8)):
+        data = _coco(shapes_dir, split)
+        assert len(data["images"]) == count
+        assert len(list((shapes_dir / split).glob("*.png"))) == count
+        assert [(c["id"], c["name"]) for c in data["categories"]] == list(SHAPES_CATEGORIES)
+    spec = shapes_splits(shapes_dir)["val"]
+    dataset = CocoInstanceDataset(spec.ann_file, spec.img_dir)
+    assert len(dataset.category_map) == len(SHAPES_CATEGORIES) >= 5
+    assert dataset.category_map.cat_ids != tuple(range(1, len(SHAPES_CATEGORIES) + 1))  # non-contiguous ids
+    image, target = dataset[0]
+    assert image.shape == (3, 160, 160) and target["masks"].shape[1:] == (160, 160)
+    assert dataset.stats.degenerate_boxes == dataset.stats.degenerate_polygons == 0
+
+
+def test_same_parameters_give_identical_bytes(tmp_path: Path) -> None:
+    first = generate_shapes(tmp_path / "a", seed=3, **TINY)
+    second = generate_shapes(tmp_path / "b", seed=3, **TINY)
+    assert first.name == second.name
+    assert _files(first) == _files(second)
+
+
+def test_different_seed_or_parameters_differ(tmp_path: Path) -> None:
+    base = generate_shapes(tmp_path, seed=3, **TINY)
+    other_seed = generate_shapes(tmp_path, seed=4, **TINY)
+    other_size = generate_shapes(tmp_path, seed=3, **{**TINY, "image_size": 72})
+    assert len({base.name, other_seed.name, other_size.name}) == 3
+    assert _coco(base)["annotations"] != _coco(other_seed)["annotations"]
+    assert (base / "train" / "000001.png").read_bytes() != (other_seed / "train" / "000001.png").read_bytes()
+
+
+def test_generation_is_cached_and_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = generate_shapes(tmp_path, seed=5, **TINY)
+    stamp = (path / "annotations" / "instances_train.json").stat().st_mtime_ns
+    started = time.perf_counter()
+    assert generate_shapes(tmp_path, seed=5, **TINY) == path
+    assert time.perf_counter() - started < 0.05
+    assert (path / "annotations" / "instances_train.json").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary folders left behind
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shapes_module, "_write_split", crash)
+    with pytest.raises(KeyboardInterrupt):
+        generate_shapes(tmp_path, seed=6, **TINY)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # an interrupted run leaves nothing
+
+
+def test_losing_a_generation_race_keeps_the_winner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    winner = generate_shapes(tmp_path / "winner", seed=7, **TINY)
+    final = tmp_path / "race" / winner.name
+    real_write = shapes_module._write_split
+
+    def write_then_lose_race(out_dir: Path, split: str, num_images: int, params: dict) -> None:
+        real_write(out_dir, split, num_images, params)
+        if split == "val":  # another process finishes first
+            final.parent.mkdir(exist_ok=True)
+            winner.rename(final)
+
+    monkeypatch.setattr(shapes_module, "_write_split", write_then_lose_race)
+    assert generate_shapes(tmp_path / "race", seed=7, **TINY) == final
+    assert [p.name for p in (tmp_path / "race").iterdir()] == [final.name]
+
+
+def test_all_size_buckets_and_some_empty_images(shapes_dir: Path) -> None:
+    data = _coco(shapes_dir)
+    areas = np.array([ann["area"] for ann in data["annotations"]])
+    assert (areas < 32**2).sum() > 0
+    assert ((areas >= 32**2) & (areas < 96**2)).sum() > 0
+    assert (areas >= 96**2).sum() > 0
+    annotated = {ann["image_id"] for ann in data["annotations"]}
+    assert 1 <= len(data["images"]) - len(annotated) <= 3
+
+
+def test_both_polygons_and_rle_are_written(shapes_dir: Path) -> None:
+    segmentations = [ann["segmentation"] for ann in _coco(shapes_dir)["annotations"]]
+    assert any(isinstance(s, list) and len(s) > 1 for s in segmentations)  # multi-part polygons (the "L")
+    assert any(isinstance(s, list) and len(s) == 1 for s in segmentations)
+    assert any(isinstance(s, dict) and isinstance(s["counts"], str) for s in segmentations)
+
+
+def test_masks_are_visible_parts(shapes_dir: Path) -> None:
+    """Later objects occlude earlier ones: no pixel belongs to two instances, and the json's areas and
+    boxes describe the visible masks."""
+    spec = shapes_splits(shapes_dir)["train"]
+    dataset = CocoInstanceDataset(spec.ann_file, spec.img_dir)
+    coco = COCO(spec.ann_file)
+    for index in range(len(dataset)):
+        _, target = dataset[index]
+        masks = target["masks"]
+        assert int(masks.sum(0).max()) <= 1
+        anns = coco.imgToAnns[int(target["image_id"])]
+        assert target["area"].tolist() == [ann["area"] for ann in anns]
+        assert all(ann["area"] >= 12 for ann in anns)
+        assert [mask_utils.toBbox(coco.annToRLE(ann)).tolist() for ann in anns] == [
+            ann["bbox"] for ann in anns
+        ]
+
+
+def test_reasonably_fast(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    generate_shapes(tmp_path, num_train=40, num_val=1, image_size=160, seed=1)
+    assert time.perf_counter() - started < 3.0  # ~1000 images at 160 px take ~6-10 s on one core
+
+
+def test_parameters_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="image_size"):
+        generate_shapes(tmp_path, image_size=8)
+    with pytest.raises(ValueError, match="empty_fraction"):
+        generate_shapes(tmp_path, empty_fraction=1.5)
+    with pytest.raises(ValueError, match="num_train"):
+        generate_shapes(tmp_path, num_train=0)
+    with pytest.raises(ValueError, match="seed"):
+        generate_shapes(tmp_path, seed=-1)
