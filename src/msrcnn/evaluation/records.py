@@ -1,0 +1,161 @@
+"""Per-image detection records: model outputs converted once, on the CPU, for COCO evaluation.
+
+A model (torchvision Mask R-CNN output format, plus the MS R-CNN keys) returns per image
+
+* ``boxes`` ``[K, 4]`` xyxy in original-image pixels, ``labels`` ``[K]`` contiguous 1..C,
+  ``scores`` ``[K]`` class scores, ``masks`` ``[K, 1, H, W]`` probabilities at image size,
+* MS R-CNN only: ``mask_ious`` ``[K]`` predicted MaskIoU and ``mask_scores`` ``[K]``.
+
+:func:`make_record` keeps the top ``max_dets`` by class score, maps the labels to the
+dataset's category ids and RLE-encodes the masks, giving a small picklable
+:class:`DetectionRecord` (cheap to gather across DDP ranks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from faster_coco_eval.core import mask as mask_utils
+from torch import Tensor
+
+__all__ = ["DetectionRecord", "encode_masks", "label_to_cat_id_from_coco", "make_record"]
+
+
+def encode_masks(masks: Tensor, threshold: float = 0.5) -> list[dict]:
+    """Binarise mask probabilities (``masks > threshold``) and RLE-encode them in one call.
+
+    Args:
+        masks: ``[K, 1, H, W]`` (or ``[K, H, W]``) probabilities, any device and float dtype
+            (bool/uint8 masks work too).
+        threshold: binarisation threshold; torchvision's reference evaluation uses ``> 0.5``.
+
+    Returns:
+        ``K`` compressed COCO RLEs ``{"size": [H, W], "counts": str}`` (JSON-serialisable).
+    """
+    if masks.dim() == 4:
+        if masks.shape[1] != 1:
+            raise ValueError(f"expected masks of shape [K, 1, H, W], got {tuple(masks.shape)}")
+        masks = masks[:, 0]
+    if masks.dim() != 3:
+        raise ValueError(f"expected masks of shape [K, 1, H, W] or [K, H, W], got {tuple(masks.shape)}")
+    if masks.shape[0] == 0:
+        return []
+    binary = masks > threshold
+    # [K, W, H] C-contiguous is [H, W, K] Fortran-ordered, the layout the RLE encoder expects.
+    k_w_h = binary.transpose(1, 2).contiguous().to(torch.uint8).cpu().numpy()
+    rles = mask_utils.encode(k_w_h.transpose(2, 1, 0))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+@dataclass(eq=False)  # numpy fields: compare records field by field, not with ==
+class DetectionRecord:
+    """Detections of one image, ready for COCO evaluation (all arrays on the CPU).
+
+    Attributes:
+        image_id: the dataset's image id.
+        boxes: ``float32 [K, 4]`` xyxy in original-image pixels.
+        scores: ``float32 [K]`` class scores, sorted in decreasing order by :func:`make_record`.
+        labels: ``int64 [K]`` the dataset's category ids (not the contiguous model labels).
+        mask_ious: ``float32 [K]`` predicted MaskIoU in [0, 1], or None for a plain Mask R-CNN.
+        rles: ``K`` compressed RLE masks, or None when the model predicts no masks.
+    """
+
+    image_id: int
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    mask_ious: np.ndarray | None = None
+    rles: list[dict] | None = None
+
+    def __post_init__(self) -> None:
+        """Check that every per-detection field has the same length."""
+        k = len(self.scores)
+        sizes = {"boxes": len(self.boxes), "labels": len(self.labels)}
+        if self.mask_ious is not None:
+            sizes["mask_ious"] = len(self.mask_ious)
+        if self.rles is not None:
+            sizes["rles"] = len(self.rles)
+        bad = {name: n for name, n in sizes.items() if n != k}
+        if bad:
+            raise ValueError(f"image {self.image_id}: {k} scores but {bad}")
+
+    def __len__(self) -> int:
+        """Number of detections."""
+        return len(self.scores)
+
+    @property
+    def mask_scores(self) -> np.ndarray:
+        """Mask Scoring ranking ``score * mask_iou`` (the class score for a plain Mask R-CNN)."""
+        if self.mask_ious is None:
+            return self.scores
+        return self.scores * self.mask_ious
+
+
+def _label_lookup(label_to_cat_id: Sequence[int] | Tensor | np.ndarray) -> np.ndarray:
+    """The label -> category id table as an int64 numpy array."""
+    if isinstance(label_to_cat_id, Tensor):
+        return label_to_cat_id.detach().cpu().numpy().astype(np.int64)
+    return np.asarray(label_to_cat_id, dtype=np.int64)
+
+
+def make_record(
+    output: dict[str, Tensor],
+    image_id: int,
+    label_to_cat_id: Sequence[int] | Tensor | np.ndarray,
+    max_dets: int = 100,
+    mask_threshold: float = 0.5,
+) -> DetectionRecord:
+    """Convert one model output into a :class:`DetectionRecord`.
+
+    Keeps the ``max_dets`` detections with the highest class score (sorted by decreasing
+    class score), selects and binarises on the output's device, then moves to the CPU once
+    per field. ``mask_scores`` is not read: the record recomputes ``scores * mask_ious``.
+
+    Args:
+        output: ``boxes``, ``labels``, ``scores``, optionally ``masks`` and ``mask_ious``.
+        image_id: the dataset's image id.
+        label_to_cat_id: indexed BY THE CONTIGUOUS LABEL: ``label_to_cat_id[l]`` is the dataset
+            category id of model label ``l``; entry 0 is the background (any value), so it has
+            ``C + 1`` entries (see :func:`label_to_cat_id_from_coco`).
+        max_dets: detections kept per image (COCO evaluates at most 100).
+        mask_threshold: mask binarisation threshold (``probability > mask_threshold``).
+
+    Returns:
+        The record; ``mask_ious`` is clamped to [0, 1] (SPEC section 5) or None if absent.
+    """
+    scores = output["scores"]
+    k = min(int(scores.shape[0]), max_dets)
+    order = torch.argsort(scores, descending=True, stable=True)[:k]
+    labels = output["labels"][order].cpu().numpy().astype(np.int64)
+    lookup = _label_lookup(label_to_cat_id)
+    if labels.size and (labels.min() < 1 or labels.max() >= len(lookup)):
+        raise ValueError(
+            f"image {image_id}: labels must lie in 1..{len(lookup) - 1} for a label_to_cat_id table of "
+            f"{len(lookup)} entries (entry 0 = background), got {labels.min()}..{labels.max()}"
+        )
+    mask_ious = output.get("mask_ious")
+    masks = output.get("masks")
+    return DetectionRecord(
+        image_id=int(image_id),
+        boxes=output["boxes"][order].detach().float().cpu().numpy().reshape(-1, 4),
+        scores=scores[order].detach().float().cpu().numpy(),
+        labels=lookup[labels],
+        mask_ious=None
+        if mask_ious is None
+        else mask_ious[order].detach().float().clamp(0.0, 1.0).cpu().numpy(),
+        rles=None if masks is None else encode_masks(masks[order].detach(), mask_threshold),
+    )
+
+
+def label_to_cat_id_from_coco(coco_gt) -> list[int]:
+    """The ``label_to_cat_id`` table for the usual contiguous mapping of a COCO dataset.
+
+    Model label ``l`` (1..C) is the ``l``-th category id in increasing order; entry 0 (the
+    background) is 0.
+    """
+    return [0, *sorted(int(c) for c in coco_gt.getCatIds())]

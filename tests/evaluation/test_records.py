@@ -1,0 +1,107 @@
+"""Model output -> DetectionRecord conversion and RLE encoding."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as pmask
+
+from msrcnn.evaluation import DetectionRecord, encode_masks, make_record
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
+
+LABEL_TO_CAT = [0, 1, 7, 90]
+
+
+def fake_output(k: int, h: int = 24, w: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A torchvision-style MS R-CNN output with ``k`` random detections."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(k, 2, generator=g) * 20
+    scores = torch.rand(k, generator=g)
+    mask_ious = torch.rand(k, generator=g) * 1.4 - 0.2
+    return {
+        "boxes": torch.cat([xy, xy + 5], 1),
+        "labels": torch.randint(1, 4, (k,), generator=g),
+        "scores": scores,
+        "mask_ious": mask_ious,
+        "mask_scores": scores * mask_ious,
+        "masks": torch.rand(k, 1, h, w, generator=g),
+    }
+
+
+def test_encode_masks_round_trip_and_threshold():
+    probs = torch.rand(5, 1, 17, 23, generator=torch.Generator().manual_seed(1))
+    probs[0, 0, 3, 4] = 0.5  # exactly the threshold: background (torchvision's `> 0.5`)
+    rles = encode_masks(probs)
+    assert len(rles) == 5
+    assert all(isinstance(r["counts"], str) and list(r["size"]) == [17, 23] for r in rles)
+    json.dumps(rles)
+    decoded = pmask.decode([{"size": r["size"], "counts": r["counts"].encode()} for r in rles])
+    np.testing.assert_array_equal(decoded.transpose(2, 0, 1), (probs[:, 0] > 0.5).numpy())
+    assert decoded[3, 4, 0] == 0
+    # [K, H, W] input and another threshold.
+    decoded = pmask.decode(encode_masks(probs[:, 0], threshold=0.8))
+    np.testing.assert_array_equal(decoded.transpose(2, 0, 1), (probs[:, 0] > 0.8).numpy())
+
+
+def test_encode_masks_empty_and_bad_shape():
+    assert encode_masks(torch.zeros(0, 1, 8, 8)) == []
+    with pytest.raises(ValueError, match="shape"):
+        encode_masks(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="shape"):
+        encode_masks(torch.zeros(8, 8))
+
+
+def test_make_record_caps_to_top_max_dets_by_class_score():
+    output = fake_output(150)
+    record = make_record(output, 5, LABEL_TO_CAT)
+    top = torch.argsort(output["scores"], descending=True)[:100]
+    assert len(record) == 100 and record.image_id == 5
+    np.testing.assert_array_equal(record.scores, output["scores"][top].numpy())
+    assert np.all(np.diff(record.scores) <= 0)
+    np.testing.assert_array_equal(record.boxes, output["boxes"][top].numpy())
+    np.testing.assert_array_equal(record.labels, np.array(LABEL_TO_CAT)[output["labels"][top].numpy()])
+    np.testing.assert_allclose(record.mask_ious, output["mask_ious"][top].clamp(0, 1).numpy())
+    assert record.mask_ious.min() >= 0 and record.mask_ious.max() <= 1
+    np.testing.assert_allclose(record.mask_scores, record.scores * record.mask_ious)
+    decoded = pmask.decode(record.rles).transpose(2, 0, 1)
+    np.testing.assert_array_equal(decoded, (output["masks"][top, 0] > 0.5).numpy())
+    assert record.boxes.dtype == np.float32 and record.scores.dtype == np.float32
+    assert record.labels.dtype == np.int64
+    assert len(make_record(output, 5, LABEL_TO_CAT, max_dets=7)) == 7
+
+
+def test_make_record_plain_mask_rcnn_and_tensor_mapping():
+    output = fake_output(6)
+    del output["mask_ious"], output["mask_scores"]
+    output = {k: v.half() if v.is_floating_point() else v for k, v in output.items()}
+    record = make_record(output, 9, torch.tensor(LABEL_TO_CAT))
+    assert record.mask_ious is None
+    np.testing.assert_array_equal(record.mask_scores, record.scores)
+    assert set(record.labels.tolist()) <= {1, 7, 90}
+    del output["masks"]
+    assert make_record(output, 9, LABEL_TO_CAT).rles is None
+
+
+def test_make_record_rejects_labels_outside_the_table():
+    output = fake_output(4)
+    output["labels"][0] = 4
+    with pytest.raises(ValueError, match=r"1\.\.3"):
+        make_record(output, 1, LABEL_TO_CAT)
+    output["labels"][0] = 0
+    with pytest.raises(ValueError, match="background"):
+        make_record(output, 1, LABEL_TO_CAT)
+
+
+def test_make_record_empty_output():
+    output = fake_output(0)
+    record = make_record(output, 3, LABEL_TO_CAT)
+    assert len(record) == 0 and record.rles == [] and record.boxes.shape == (0, 4)
+
+
+def test_record_length_mismatch_raises():
+    with pytest.raises(ValueError, match="labels"):
+        DetectionRecord(1, np.zeros((2, 4), np.float32), np.zeros(2, np.float32), np.zeros(3, np.int64))
