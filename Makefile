@@ -4,6 +4,7 @@ PY := .venv/bin/python
 ARGS ?=
 export PYTHONPATH := $(CURDIR)/src
 export WANDB_SILENT ?= true
+export GOMP_SPINCOUNT ?= 200000
 
 .PHONY: install train eval test test-slow test-all lint bench clean help
 

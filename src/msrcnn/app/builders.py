@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from msrcnn.config import ConfigError
 from msrcnn.data import DetectionDataModule, SplitSpec
 from msrcnn.models import MaskScoringRCNN, build_model
+from msrcnn.training.callbacks import StepLogger
 
 log = logging.getLogger("msrcnn.app")
 
@@ -196,6 +197,8 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list
             enable_version_counter=False,
         )
     ]
+    if cb.log_every_n_steps > 0:
+        callbacks.append(StepLogger(cb.log_every_n_steps))
     if cb.lr_monitor and has_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if cb.rich_progress:

@@ -65,14 +65,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
         heads = model.roi_heads
         heads.soft_nms = dataclasses.replace(heads.soft_nms, enabled=bool(cfg.soft_nms))
 
-    if cfg.split.value == "val":
-        ann_file, loader = datamodule.val_ann_file, datamodule.val_dataloader()
-    else:
-        ann_file, loader = datamodule.test_ann_file, datamodule.test_dataloader()
+    split = cfg.split.value
+    ann_file = datamodule.val_ann_file if split == "val" else datamodule.test_ann_file
     evaluator = CocoEvaluator(ann_file, [0, *datamodule.category_map.cat_ids], max_dets=cfg.max_dets)
     module = MaskScoringModule(model, plain["optim"], evaluator, config=trained)
     trainer = build_trainer(cfg, logger=False, callbacks=[])
-    trainer.validate(module, dataloaders=loader, verbose=False)
+    # The data module shards the split over the trainer's processes once it is attached.
+    run = trainer.validate if split == "val" else trainer.test
+    run(module, datamodule=datamodule, verbose=False)
     results = module.last_results
     if trainer.is_global_zero:
         extra = {

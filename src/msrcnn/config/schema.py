@@ -236,6 +236,7 @@ class CallbacksConfig:
     save_best: bool = True
     lr_monitor: bool = True
     rich_progress: bool = False
+    log_every_n_steps: int = 50  # a plain-text progress line (0: off)
 
 
 @dataclass

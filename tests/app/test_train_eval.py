@@ -1,0 +1,130 @@
+"""End to end: src/train.py and src/eval.py as a user runs them, and through the compose API."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import CONF, ROOT, TINY
+from hydra import compose, initialize_config_dir
+
+from msrcnn.app.train import train
+from msrcnn.training import MaskScoringModule, NonFiniteLossError
+
+AP_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+
+
+def run_script(script, *overrides, check=True):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "src" / script), *overrides],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, shapes_dir):
+    """A 2-step training run through the real script; its run directory."""
+    out = tmp_path_factory.mktemp("run")
+    proc = run_script("train.py", *TINY, f"paths.data_dir={shapes_dir}", f"hydra.run.dir={out}")
+    return out, proc
+
+
+def check_results_schema(results):
+    assert set(results) >= {"bbox", "segm", "segm_cls", "segm_oracle", "maskiou_pearson", "num_images"}
+    for key in ("bbox", "segm", "segm_cls", "segm_oracle"):
+        assert set(results[key]) == AP_KEYS
+        assert all(v is None or 0.0 <= v <= 100.0 for v in results[key].values())
+    assert results["maskiou_pearson"] is None or -1.0 <= results["maskiou_pearson"] <= 1.0
+
+
+def test_train_script_writes_checkpoints_results_and_detections(trained_run):
+    out, proc = trained_run
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    results = json.loads((out / "results.json").read_text())
+    check_results_schema(results)
+    assert results["num_images"] == 4 and results["global_step"] == 2
+    segm = json.loads((out / "detections_segm.json").read_text())
+    bbox = json.loads((out / "detections_bbox.json").read_text())
+    assert len(segm) == len(bbox) == results["num_detections"]
+    per_image = {}
+    for det in segm:
+        per_image[det["image_id"]] = per_image.get(det["image_id"], 0) + 1
+        assert abs(det["score"] - det["class_score"] * det["mask_iou"]) < 1e-5
+    assert max(per_image.values()) <= 100
+    assert "mask, MS R-CNN" in proc.stdout and "Pearson" in proc.stdout
+
+
+def test_eval_script_reproduces_the_final_evaluation(trained_run, tmp_path, shapes_dir):
+    out, _ = trained_run
+    run_script("eval.py", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", f"paths.data_dir={shapes_dir}",
+               f"hydra.run.dir={tmp_path}", "trainer.enable_progress_bar=false")
+    a = json.loads((out / "results.json").read_text())
+    b = json.loads((tmp_path / "results.json").read_text())
+    for key in ("bbox", "segm", "segm_cls", "segm_oracle", "maskiou_pearson", "num_images"):
+        assert a[key] == b[key], key
+    assert (tmp_path / "detections_segm.json").read_text() == (out / "detections_segm.json").read_text()
+
+
+def test_resume_continues_from_the_checkpoint(trained_run, tmp_path, shapes_dir):
+    out, _ = trained_run
+    ckpt = out / "checkpoints" / "last.ckpt"
+    overrides = [o for o in TINY if not o.startswith("trainer.max_steps")]
+    run_script("train.py", *overrides, "trainer.max_steps=3", f"ckpt_path={ckpt}",
+               f"paths.data_dir={shapes_dir}", f"hydra.run.dir={tmp_path}")
+    assert json.loads((tmp_path / "results.json").read_text())["global_step"] == 3
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 3
+
+
+def test_fast_dev_run_through_the_compose_api(tmp_path, shapes_dir):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY, "trainer.fast_dev_run=true", f"paths.data_dir={shapes_dir}",
+                                          f"paths.output_dir={tmp_path}"])
+    results = train(cfg)
+    check_results_schema(results)
+    assert (tmp_path / "results.json").is_file()
+
+
+@pytest.mark.parametrize("head", ["none", "maskiou"])
+def test_fast_dev_run_script(head, tmp_path, shapes_dir):
+    proc = run_script("train.py", *TINY, f"head={head}", "trainer.fast_dev_run=true",
+                      f"paths.data_dir={shapes_dir}", f"hydra.run.dir={tmp_path}")
+    results = json.loads((tmp_path / "results.json").read_text())
+    if head == "none":  # plain Mask R-CNN: one ranking only
+        assert results["segm"] == results["segm_cls"] and results["segm_oracle"] is None
+    assert "mask, Mask R-CNN" in proc.stdout
+
+
+def test_bad_value_fails_before_work_with_the_choices(tmp_path):
+    proc = run_script("train.py", "head.input=concatt", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2
+    assert "head.input" in proc.stderr and "concat_highres" in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_misspelt_key_fails(tmp_path):
+    proc = run_script("train.py", "head.inptu=concat", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode != 0 and "inptu" in proc.stderr
+
+
+def test_missing_dataset_files_fail_with_the_path(tmp_path):
+    proc = run_script("train.py", "data=coco_format", f"data.train.ann_file={tmp_path}/nope.json",
+                      f"data.train.img_dir={tmp_path}", f"data.val.ann_file={tmp_path}/nope.json",
+                      f"data.val.img_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run", check=False)
+    assert proc.returncode == 2 and "nope.json" in proc.stderr
+
+
+def test_non_finite_loss_names_the_step_and_the_loss():
+    class Exploding(torch.nn.Module):
+        def forward(self, images, targets):
+            return {"loss_mask": torch.tensor(0.5), "loss_maskiou": torch.tensor(float("nan"))}
+
+    module = MaskScoringModule(Exploding(), optim={"check_finite_every_n_steps": 1})
+    with pytest.raises(NonFiniteLossError, match=r"step 0 .*loss_maskiou=nan"):
+        module.training_step(([torch.zeros(3, 8, 8)], [{}]), 0)
