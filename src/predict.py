@@ -1,0 +1,40 @@
+"""Predict with a trained checkpoint: ``python src/predict.py ckpt_path=RUN/checkpoints/last.ckpt input='imgs/*.jpg'``.
+
+``input``: an image, a folder or a glob. Writes ``predictions.json`` (COCO format with the class score,
+predicted MaskIoU and mask score of every detection) and ``overlays/*.png`` into ``output_dir``
+(default ``outputs/predict/<date>``). Other settings: ``device=cpu``, ``max_dets=100``,
+``score_threshold=0.3``, ``soft_nms=true``, ``render=false``, ``render_min_score=0.3``
+(see ``msrcnn/app/predict.py`` ``PredictConfig``).
+"""
+
+import os
+
+# libgomp's threads spin-wait for each other; on a small CPU shared with another busy process the
+# default makes every op wait on a descheduled thread. A bounded spin keeps the idle speed.
+os.environ.setdefault("GOMP_SPINCOUNT", "200000")
+
+import dataclasses  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from msrcnn.app.errors import report_user_errors  # noqa: E402
+from msrcnn.app.predict import PredictConfig, predict  # noqa: E402
+
+# The schema's fields with their defaults, plus where Hydra puts its own files (the output folder).
+_DEFAULTS = OmegaConf.to_container(OmegaConf.structured(PredictConfig))
+_DEFAULTS["output_dir"] = "outputs/predict/${now:%Y-%m-%d_%H-%M-%S}"
+_DEFAULTS["hydra"] = {"run": {"dir": "${output_dir}"}, "job": {"chdir": False}}
+assert {f.name for f in dataclasses.fields(PredictConfig)} <= set(_DEFAULTS)
+ConfigStore.instance().store(name="predict", node=_DEFAULTS)
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name="predict")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()
