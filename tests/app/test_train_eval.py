@@ -128,3 +128,22 @@ def test_non_finite_loss_names_the_step_and_the_loss():
     module = MaskScoringModule(Exploding(), optim={"check_finite_every_n_steps": 1})
     with pytest.raises(NonFiniteLossError, match=r"step 0 .*loss_maskiou=nan"):
         module.training_step(([torch.zeros(3, 8, 8)], [{}]), 0)
+
+
+def test_eval_on_a_split_without_annotations_writes_detections_only(trained_run, tmp_path, shapes_dir):
+    out, _ = trained_run
+    val_json = next(shapes_dir.glob("shapes/*/annotations/instances_val.json"))
+    info = json.loads(val_json.read_text())
+    info.pop("annotations")
+    test_json = tmp_path / "image_info_test.json"
+    test_json.write_text(json.dumps(info))
+    img_dir = val_json.parent.parent / "val"
+    run_dir = tmp_path / "run"
+    run_script("eval.py", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "data=coco_format",
+               f"data.val.ann_file={val_json}", f"data.val.img_dir={img_dir}",
+               f"data.test.ann_file={test_json}", f"data.test.img_dir={img_dir}", "split=test",
+               "data.num_workers=0", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false")
+    assert not (run_dir / "results.json").exists()
+    segm = json.loads((run_dir / "detections_segm.json").read_text())
+    assert {d["image_id"] for d in segm} <= {img["id"] for img in info["images"]}
+    assert len(json.loads((run_dir / "detections_bbox.json").read_text())) == len(segm) > 0

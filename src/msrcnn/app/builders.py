@@ -185,18 +185,33 @@ def build_logger(cfg: DictConfig, output_dir: Path, config: dict[str, Any]):
 
 def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list[L.Callback]:
     cb = cfg.callbacks
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(
-            dirpath=str(output_dir / "checkpoints"),
-            filename="best",
-            monitor=cb.monitor if cb.save_best else None,
-            mode="max",
-            save_top_k=1 if cb.save_best else 0,
-            save_last=cb.save_last,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
+    checkpoints = str(output_dir / "checkpoints")
+    callbacks: list[L.Callback] = []
+    if cb.save_best:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=checkpoints,
+                filename="best",
+                monitor=cb.monitor,
+                mode="max",
+                save_top_k=1,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
+            )
         )
-    ]
+    if cb.save_last:
+        # last.ckpt every N optimizer steps (and at each epoch end when N is 0), independent of any
+        # metric, so an interrupted run always has a recent checkpoint; train() also saves it at the end.
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=checkpoints,
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                every_n_train_steps=cb.last_every_n_steps or None,
+                enable_version_counter=False,
+            )
+        )
     if cb.log_every_n_steps > 0:
         callbacks.append(StepLogger(cb.log_every_n_steps))
     if cb.lr_monitor and has_logger:
@@ -205,8 +220,47 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
+    if has_logger and cfg.logger.name.value == "wandb" and cfg.logger.log_images > 0:
+        from msrcnn.training.media import WandbMedia
+
+        callbacks.append(WandbMedia(num_images=cfg.logger.log_images))
     return callbacks
 
 
 def build_trainer(cfg: DictConfig, logger, callbacks) -> L.Trainer:
-    return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, _convert_="all")
+    """The ``trainer`` group's Trainer, saving checkpoints atomically (temp file, fsync, rename).
+
+    ``sync_batchnorm`` is a GPU feature (torch refuses SyncBatchNorm on CPU modules): on CPU runs,
+    e.g. ``trainer=ddp trainer.accelerator=cpu``, it is switched off with a log line.
+    """
+    from msrcnn.training.checkpoint_io import AtomicCheckpointIO
+
+    overrides: dict[str, Any] = {}
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if cfg.trainer.get("sync_batchnorm") and on_cpu:
+        log.info("trainer.sync_batchnorm=true needs GPUs; running on CPU without it")
+        overrides["sync_batchnorm"] = False
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+                          _convert_="all", **overrides)
+    _check_not_relaunched_in_local_sweep(trainer)
+    return trainer
+
+
+def _check_not_relaunched_in_local_sweep(trainer: L.Trainer) -> None:
+    """Lightning starts DDP ranks by re-running the command line, ``-m`` and sweep values included:
+    inside a local multirun every rank would run the whole sweep. Refused before any work."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    launcher = getattr(trainer.strategy, "launcher", None)
+    relaunches = isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1
+    if relaunches and not trainer.strategy.cluster_environment.creates_processes_externally:
+        raise ConfigError(
+            f"a multirun (-m) cannot start {launcher.num_processes} DDP processes per job on this machine: Lightning "
+            "re-runs the whole command for every rank. Run each configuration without -m, or use "
+            "hydra/launcher=slurm (one SLURM task per device)"
+        )

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from msrcnn.app.builders import build_callbacks, build_datamodule, build_detector, build_logger, build_trainer
+from msrcnn.app.errors import report_last_checkpoint
 from msrcnn.app.summary import format_results_table
 from msrcnn.config import to_plain, validate
 from msrcnn.evaluation import write_json_atomic
@@ -50,22 +51,35 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     datamodule.prepare_data()
     datamodule.setup("fit")
     plain = to_plain(cfg)
-    dataset_info = {"num_classes": datamodule.num_classes, "class_names": list(datamodule.class_names)}
+    dataset_info = {
+        "num_classes": datamodule.num_classes,
+        "class_names": list(datamodule.class_names),
+        "category_ids": list(datamodule.category_map.cat_ids),
+    }
     model = build_detector(plain, datamodule.num_classes)
-    evaluator = CocoEvaluator(datamodule.val_ann_file, [0, *datamodule.category_map.cat_ids], max_dets=cfg.eval.max_dets)
+    evaluator = CocoEvaluator(
+        datamodule.val_ann_file,
+        [0, *datamodule.category_map.cat_ids],
+        max_dets=cfg.eval.max_dets,
+        per_class=True,
+    )
     module = MaskScoringModule(
         model, plain["optim"], evaluator, train_only=plain["model"]["train_only"], config={**plain, **dataset_info}
     )
     logger = build_logger(cfg, output_dir, plain)
     trainer = build_trainer(cfg, logger, build_callbacks(cfg, output_dir, has_logger=bool(logger)))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    with report_last_checkpoint(output_dir / "checkpoints"):  # a failure or SIGTERM says where to resume from
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if cfg.callbacks.save_last and not trainer.fast_dev_run:
+        trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")  # the final state, atomically
     train_seconds = time.perf_counter() - start
     if not cfg.eval.after_fit:
         return None
 
     if not trainer.fast_dev_run:
         trainer.limit_val_batches = 1.0  # the final evaluation sees the whole split
-    trainer.validate(module, datamodule=datamodule, verbose=False)
+    with report_last_checkpoint(output_dir / "checkpoints", what="the final evaluation"):
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     results = module.last_results
     if results is None:
         raise RuntimeError("the final evaluation produced no results (was the val split empty?)")

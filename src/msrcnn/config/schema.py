@@ -233,6 +233,7 @@ class LoggerConfig:
 class CallbacksConfig:
     monitor: str = "val/segm_AP"
     save_last: bool = True
+    last_every_n_steps: int = 500  # refresh last.ckpt every N optimizer steps (0: at epoch ends)
     save_best: bool = True
     lr_monitor: bool = True
     rich_progress: bool = False

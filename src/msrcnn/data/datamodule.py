@@ -9,6 +9,7 @@ replace the evaluation sampler with a padded one and count some images twice.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -18,11 +19,16 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from msrcnn.data.coco import CategoryMap, CocoInstanceDataset, SplitSpec, Target, coco2017_splits
 from msrcnn.data.errors import LOGGER
-from msrcnn.data.samplers import GroupedBatchSampler, InferenceSampler, create_aspect_ratio_groups
+from msrcnn.data.samplers import (
+    GroupedBatchSampler,
+    InferenceSampler,
+    ResumableBatches,
+    create_aspect_ratio_groups,
+)
 from msrcnn.data.shapes import generate_shapes, shapes_splits
 from msrcnn.data.transforms import build_train_transforms
 
@@ -46,6 +52,41 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+class _SeededItems(Dataset):
+    """Loads ``(index, seed)`` items with torch's CPU generator seeded by ``seed`` (its own state kept intact).
+
+    The random augmentation of an item is then a function of the item and the epoch alone: the same in
+    any worker, unaffected by prefetching, and reproduced exactly after a resume.
+    """
+
+    def __init__(self, dataset: CocoInstanceDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: int | tuple[int, int]):
+        if not isinstance(item, tuple):
+            return self.dataset[item]
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            return self.dataset[index]
+
+
+class _ResumableLoader(DataLoader):
+    """A DataLoader drawing its index batches from a :class:`ResumableBatches` (through ``_index_sampler``,
+    the attribute torch's loader iterators read their batches from); ``batch_sampler`` stays the plain one."""
+
+    def __init__(self, *args: Any, index_batches: ResumableBatches, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._index_batches = index_batches
+
+    @property
+    def _index_sampler(self) -> ResumableBatches:
+        return self._index_batches
 
 
 def default_synthetic_root() -> Path:
@@ -116,6 +157,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.persistent_workers = bool(persistent_workers)
         self._datasets: dict[str, CocoInstanceDataset] = {}
         self._category_map: CategoryMap | None = None
+        self._resume_step: int | None = None  # the optimizer step a checkpoint resumes from (load_state_dict)
 
     @classmethod
     def from_coco2017(cls, root: str | os.PathLike[str], **kwargs: Any) -> DetectionDataModule:
@@ -241,9 +283,11 @@ class DetectionDataModule(L.LightningDataModule):
             )
         return trainer.world_size, trainer.global_rank
 
-    def _loader(self, dataset: CocoInstanceDataset, rank: int, **kwargs: Any) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, rank: int, loader_cls: type[DataLoader] = DataLoader, **kwargs: Any
+    ) -> DataLoader:
         workers = self.num_workers
-        return DataLoader(
+        return loader_cls(
             dataset,
             num_workers=workers,
             collate_fn=collate,
@@ -260,6 +304,10 @@ class DetectionDataModule(L.LightningDataModule):
         The base sampler is a ``DistributedSampler`` (also for one process) whose ``set_epoch`` Lightning
         calls every epoch through ``batch_sampler.sampler``, reshuffling deterministically. No image is
         dropped; the last batch may be smaller.
+
+        Exact resume: under a trainer, each epoch's batches follow from the optimizer step count (saved
+        with the weights, see :meth:`state_dict`), so a run resumed from any checkpoint, mid-epoch included,
+        continues with the batches and augmentations an uninterrupted run would have used.
         """
         dataset = self.train_dataset
         world, rank = self._world()
@@ -269,7 +317,67 @@ class DetectionDataModule(L.LightningDataModule):
             batch_sampler: BatchSampler = GroupedBatchSampler(sampler, groups, self.batch_size)
         else:
             batch_sampler = BatchSampler(sampler, self.batch_size, drop_last=False)
-        return self._loader(dataset, rank, batch_sampler=batch_sampler)
+        batches = ResumableBatches(batch_sampler, self._train_position, seed=self.seed)
+        return self._loader(
+            _SeededItems(dataset),
+            rank,
+            loader_cls=_ResumableLoader,
+            batch_sampler=batch_sampler,
+            index_batches=batches,
+        )
+
+    def _train_position(self, batches: int) -> tuple[int, int] | None:
+        """``(epoch, batches to skip)`` of the next training epoch of ``batches``, from the optimizer step count.
+
+        Each epoch takes ``ceil(batches / accumulate_grad_batches)`` optimizer steps, so step ``s`` is
+        epoch ``s // steps_per_epoch``. Before Lightning restores a checkpoint's loops (it may build the
+        loader first, for ``estimated_stepping_batches``) the step comes from :meth:`load_state_dict`.
+        ``None`` without a trainer: the epoch given to ``set_epoch``, from its first batch.
+        """
+        trainer = self.trainer
+        step, self._resume_step = self._resume_step, None
+        if step is None:
+            step = getattr(trainer, "global_step", None)
+        if step is None or trainer is None:
+            return None
+        limit = getattr(trainer, "limit_train_batches", 1.0)
+        if isinstance(limit, int):
+            batches = min(batches, limit)
+        elif isinstance(limit, float) and limit != 1.0:
+            batches = int(batches * limit)
+        accumulate = max(1, int(getattr(trainer, "accumulate_grad_batches", 1)))
+        steps_per_epoch = math.ceil(batches / accumulate)
+        if steps_per_epoch <= 0:
+            return 0, 0
+        epoch, step_in_epoch = divmod(int(step), steps_per_epoch)
+        return epoch, step_in_epoch * accumulate
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the optimizer step the training data position follows from."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {
+            "train_global_step": int(trainer.global_step),
+            "world_size": int(trainer.world_size),
+            "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_global_step" not in state_dict:
+            return
+        self._resume_step = int(state_dict["train_global_step"])
+        trainer = self.trainer
+        world = int(getattr(trainer, "world_size", 1) or 1)
+        if (state_dict.get("world_size"), state_dict.get("batch_size")) != (world, self.batch_size):
+            LOGGER.warning(
+                "resuming with %d processes x batch %d, the checkpoint was written with %s x %s: the training "
+                "data order continues from the same step but is not the one an uninterrupted run would see",
+                world,
+                self.batch_size,
+                state_dict.get("world_size"),
+                state_dict.get("batch_size"),
+            )
 
     def _eval_loader(self, dataset: CocoInstanceDataset) -> DataLoader:
         world, rank = self._world()

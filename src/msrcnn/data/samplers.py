@@ -90,3 +90,46 @@ class InferenceSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.end - self.start
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of dataset item ``index`` in ``epoch``: a hash, the same in any worker or process."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class ResumableBatches:
+    """A training epoch's index batches that can start mid-epoch, each index paired with its augmentation seed.
+
+    ``position(batches_per_epoch)`` is asked when an epoch's iteration starts and returns
+    ``(epoch, skip)``: the base sampler is reshuffled for ``epoch`` and the first ``skip`` batches
+    (already trained on before a resume) are left out, so a resumed run sees exactly the batches an
+    uninterrupted one would.
+    ``None`` keeps the epoch last given to the base sampler's ``set_epoch`` and skips nothing. The
+    items are ``(index, seed)`` with ``seed = sample_seed(seed, epoch, index)``: random augmentation
+    then depends on neither the worker that loads it nor the RNG use before it. ``len`` is the full
+    epoch (what Lightning counts a resumed epoch's batches against).
+    """
+
+    def __init__(self, batch_sampler, position, seed: int = 0) -> None:
+        self.batch_sampler = batch_sampler
+        self.position = position
+        self.seed = int(seed)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        base = getattr(self.batch_sampler, "sampler", None)
+        position = self.position(len(self.batch_sampler)) if self.position is not None else None
+        if position is None:
+            epoch, skip = int(getattr(base, "epoch", 0)), 0
+        else:
+            epoch, skip = position
+            set_epoch = getattr(base, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
+        if skip:
+            LOGGER.info("resuming the training data mid-epoch: epoch %d from batch %d", epoch, skip)
+        for i, batch in enumerate(self.batch_sampler):
+            if i >= skip:
+                yield [(int(index), sample_seed(self.seed, epoch, int(index))) for index in batch]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)

@@ -11,6 +11,7 @@ import logging
 from typing import Any, Protocol
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -85,6 +86,20 @@ class MaskScoringModule(L.LightningModule):
         return self
 
     # ----------------------------------------------------------------- training
+    def on_train_start(self) -> None:
+        """Lightning (2.2+) keeps the modules' train/eval mode instead of calling ``train()``: apply the
+        add-on mode's frozen normalisation statistics here (new modules start in training mode)."""
+        if self.train_only == "maskiou":
+            self.train()
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """Seeds torch's generators from (seed, rank, step, batch): the random draws of a training step
+        (RPN/RoI sampling, multi-scale choice) do not depend on what ran before it, so a run resumed from a
+        checkpoint repeats an uninterrupted run's steps exactly (Lightning does not save RNG states)."""
+        seed = int((self.hparams.get("config") or {}).get("seed") or 0)
+        key = [seed, self.global_rank, self.global_step, batch_idx]
+        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> 1))
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
         losses = self.model(list(images), list(targets))
@@ -153,7 +168,8 @@ class MaskScoringModule(L.LightningModule):
         self.last_results = self.evaluator.compute()
         metrics = flatten_metrics(self.last_results)
         if metrics:
-            self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
+            # every rank holds the same results (computed on rank 0, broadcast): "max" syncs them unchanged
+            self.log_dict(metrics, sync_dist=True, reduce_fx="max")
 
     on_test_epoch_start = on_validation_epoch_start
     test_step = validation_step
