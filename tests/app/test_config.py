@@ -1,16 +1,26 @@
 """Every config composes and validates; bad keys and values fail before any work, naming the choices."""
 
 import pytest
-from conftest import CONF
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import CONF
 from msrcnn.config import ConfigError, validate
 from msrcnn.config.schema import EvalAppConfig
 
 GROUP_OPTIONS = {
     group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-    for group in ("backbone", "head", "model", "optim", "data", "trainer", "logger", "callbacks", "experiment")
+    for group in (
+        "backbone",
+        "head",
+        "model",
+        "optim",
+        "data",
+        "trainer",
+        "logger",
+        "callbacks",
+        "experiment",
+    )
 }
 
 
@@ -63,7 +73,9 @@ def test_head_none_is_plain_mask_rcnn():
 
 def test_eval_config_composes():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("evaluate", overrides=["paths.output_dir=/tmp/x", "ckpt_path=a.ckpt", "data=coco_format"])
+        cfg = compose(
+            "evaluate", overrides=["paths.output_dir=/tmp/x", "ckpt_path=a.ckpt", "data=coco_format"]
+        )
     cfg = validate(cfg, EvalAppConfig)
     assert cfg.split.value == "val" and cfg.data.name.value == "coco_format"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

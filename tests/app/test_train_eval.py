@@ -7,9 +7,9 @@ import sys
 
 import pytest
 import torch
-from conftest import CONF, ROOT, TINY
 from hydra import compose, initialize_config_dir
 
+from conftest import CONF, ROOT, TINY
 from msrcnn.app.train import train
 from msrcnn.training import MaskScoringModule, NonFiniteLossError
 
@@ -20,10 +20,16 @@ def run_script(script, *overrides, check=True):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "src" / script), *overrides],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -62,8 +68,13 @@ def test_train_script_writes_checkpoints_results_and_detections(trained_run):
 
 def test_eval_script_reproduces_the_final_evaluation(trained_run, tmp_path, shapes_dir):
     out, _ = trained_run
-    run_script("eval.py", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", f"paths.data_dir={shapes_dir}",
-               f"hydra.run.dir={tmp_path}", "trainer.enable_progress_bar=false")
+    run_script(
+        "eval.py",
+        f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+        f"paths.data_dir={shapes_dir}",
+        f"hydra.run.dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
+    )
     a = json.loads((out / "results.json").read_text())
     b = json.loads((tmp_path / "results.json").read_text())
     for key in ("bbox", "segm", "segm_cls", "segm_oracle", "maskiou_pearson", "num_images"):
@@ -75,8 +86,14 @@ def test_resume_continues_from_the_checkpoint(trained_run, tmp_path, shapes_dir)
     out, _ = trained_run
     ckpt = out / "checkpoints" / "last.ckpt"
     overrides = [o for o in TINY if not o.startswith("trainer.max_steps")]
-    run_script("train.py", *overrides, "trainer.max_steps=3", f"ckpt_path={ckpt}",
-               f"paths.data_dir={shapes_dir}", f"hydra.run.dir={tmp_path}")
+    run_script(
+        "train.py",
+        *overrides,
+        "trainer.max_steps=3",
+        f"ckpt_path={ckpt}",
+        f"paths.data_dir={shapes_dir}",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert json.loads((tmp_path / "results.json").read_text())["global_step"] == 3
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 3
@@ -84,8 +101,15 @@ def test_resume_continues_from_the_checkpoint(trained_run, tmp_path, shapes_dir)
 
 def test_fast_dev_run_through_the_compose_api(tmp_path, shapes_dir):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY, "trainer.fast_dev_run=true", f"paths.data_dir={shapes_dir}",
-                                          f"paths.output_dir={tmp_path}"])
+        cfg = compose(
+            "train",
+            overrides=[
+                *TINY,
+                "trainer.fast_dev_run=true",
+                f"paths.data_dir={shapes_dir}",
+                f"paths.output_dir={tmp_path}",
+            ],
+        )
     results = train(cfg)
     check_results_schema(results)
     assert (tmp_path / "results.json").is_file()
@@ -93,8 +117,14 @@ def test_fast_dev_run_through_the_compose_api(tmp_path, shapes_dir):
 
 @pytest.mark.parametrize("head", ["none", "maskiou"])
 def test_fast_dev_run_script(head, tmp_path, shapes_dir):
-    proc = run_script("train.py", *TINY, f"head={head}", "trainer.fast_dev_run=true",
-                      f"paths.data_dir={shapes_dir}", f"hydra.run.dir={tmp_path}")
+    proc = run_script(
+        "train.py",
+        *TINY,
+        f"head={head}",
+        "trainer.fast_dev_run=true",
+        f"paths.data_dir={shapes_dir}",
+        f"hydra.run.dir={tmp_path}",
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     if head == "none":  # plain Mask R-CNN: one ranking only
         assert results["segm"] == results["segm_cls"] and results["segm_oracle"] is None
@@ -114,9 +144,16 @@ def test_misspelt_key_fails(tmp_path):
 
 
 def test_missing_dataset_files_fail_with_the_path(tmp_path):
-    proc = run_script("train.py", "data=coco_format", f"data.train.ann_file={tmp_path}/nope.json",
-                      f"data.train.img_dir={tmp_path}", f"data.val.ann_file={tmp_path}/nope.json",
-                      f"data.val.img_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run", check=False)
+    proc = run_script(
+        "train.py",
+        "data=coco_format",
+        f"data.train.ann_file={tmp_path}/nope.json",
+        f"data.train.img_dir={tmp_path}",
+        f"data.val.ann_file={tmp_path}/nope.json",
+        f"data.val.img_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path}/run",
+        check=False,
+    )
     assert proc.returncode == 2 and "nope.json" in proc.stderr
 
 
@@ -139,10 +176,19 @@ def test_eval_on_a_split_without_annotations_writes_detections_only(trained_run,
     test_json.write_text(json.dumps(info))
     img_dir = val_json.parent.parent / "val"
     run_dir = tmp_path / "run"
-    run_script("eval.py", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "data=coco_format",
-               f"data.val.ann_file={val_json}", f"data.val.img_dir={img_dir}",
-               f"data.test.ann_file={test_json}", f"data.test.img_dir={img_dir}", "split=test",
-               "data.num_workers=0", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false")
+    run_script(
+        "eval.py",
+        f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+        "data=coco_format",
+        f"data.val.ann_file={val_json}",
+        f"data.val.img_dir={img_dir}",
+        f"data.test.ann_file={test_json}",
+        f"data.test.img_dir={img_dir}",
+        "split=test",
+        "data.num_workers=0",
+        f"hydra.run.dir={run_dir}",
+        "trainer.enable_progress_bar=false",
+    )
     assert not (run_dir / "results.json").exists()
     segm = json.loads((run_dir / "detections_segm.json").read_text())
     assert {d["image_id"] for d in segm} <= {img["id"] for img in info["images"]}

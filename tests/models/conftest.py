@@ -41,7 +41,7 @@ def synthetic_batch(n_images: int = 2, size: int = 96, seed: int = 0):
     for i in range(n_images):
         img = torch.rand(3, size, size, generator=g) * 0.2
         boxes, labels, masks = [], [], []
-        for j, (y0, x0, s, lab) in enumerate([(10, 10, 30, 1), (50, 40, 40, 2), (20, 60, 24, 3)][: 2 + i % 2]):
+        for y0, x0, s, lab in [(10, 10, 30, 1), (50, 40, 40, 2), (20, 60, 24, 3)][: 2 + i % 2]:
             masks.append(rect_mask(size, size, y0, y0 + s, x0, x0 + s))
             img[:, y0 : y0 + s, x0 : x0 + s] = 0.5 + 0.15 * lab
             boxes.append([x0, y0, x0 + s, y0 + s])

@@ -26,9 +26,17 @@ def test_backbone_features(name):
 @pytest.mark.parametrize("name", ["r50_c4", "r50_dcn_fpn"])
 def test_heavier_frameworks_train_one_step(name):
     torch.manual_seed(0)
-    model = build_model(num_classes=3, backbone=name, fpn_channels=16, mask_head_channels=16,
-                        maskiou_conv_channels=16, maskiou_fc_dim=32, min_size=64, max_size=64,
-                        box_batch_size_per_image=16)
+    model = build_model(
+        num_classes=3,
+        backbone=name,
+        fpn_channels=16,
+        mask_head_channels=16,
+        maskiou_conv_channels=16,
+        maskiou_fc_dim=32,
+        min_size=64,
+        max_size=64,
+        box_batch_size_per_image=16,
+    )
     mask = torch.zeros(1, 64, 64, dtype=torch.uint8)
     mask[0, 10:40, 20:50] = 1
     target = dict(boxes=torch.tensor([[20.0, 10, 50, 40]]), labels=torch.tensor([1]), masks=mask)
@@ -47,7 +55,9 @@ def test_default_normalisation_is_trainable_from_scratch_and_frozen_over_weights
     from torchvision.ops import FrozenBatchNorm2d
 
     assert any(isinstance(m, FrozenBatchNorm2d) for m in pretrained.body.modules())
-    assert not any(p.requires_grad for n, p in pretrained.body.body.named_parameters() if n.startswith("layer1"))
+    assert not any(
+        p.requires_grad for n, p in pretrained.body.body.named_parameters() if n.startswith("layer1")
+    )
     assert all(p.requires_grad for n, p in pretrained.body.body.named_parameters() if n.startswith("layer4"))
 
 

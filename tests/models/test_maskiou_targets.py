@@ -1,8 +1,8 @@
 """The MaskIoU training target (SPEC §3) on hand-built cases."""
 
 import torch
-from conftest import rect_mask
 
+from conftest import rect_mask
 from msrcnn.models import mask_iou_targets
 from msrcnn.models.maskiou import mask_area_in_boxes, present_class_targets, summed_area_table
 
@@ -57,7 +57,9 @@ def test_vectorised_over_rois_matches_one_by_one():
     boxes = torch.tensor([[8.0 + i, 3 + i, 55 + 2 * i, 50 + i] for i in range(n)])
     logits = torch.randn(n, M, M, generator=g)
     together = mask_iou_targets(logits, boxes, masks)
-    single = torch.cat([mask_iou_targets(logits[i : i + 1], boxes[i : i + 1], masks[i : i + 1]) for i in range(n)])
+    single = torch.cat(
+        [mask_iou_targets(logits[i : i + 1], boxes[i : i + 1], masks[i : i + 1]) for i in range(n)]
+    )
     assert torch.allclose(together, single)
     assert ((together >= 0) & (together <= 1)).all()
 
@@ -77,8 +79,13 @@ def test_area_in_boxes_is_exact():
 
 def test_present_classes_cover_overlapping_instances():
     # two instances of classes 1 and 2 overlap the RoI; class 3 is nowhere near
-    masks = torch.stack([rect_mask(100, 100, 20, 60, 20, 60), rect_mask(100, 100, 40, 80, 40, 80),
-                         rect_mask(100, 100, 85, 95, 85, 95)])
+    masks = torch.stack(
+        [
+            rect_mask(100, 100, 20, 60, 20, 60),
+            rect_mask(100, 100, 40, 80, 40, 80),
+            rect_mask(100, 100, 85, 95, 85, 95),
+        ]
+    )
     gt_boxes = torch.tensor([[20.0, 20, 60, 60], [40.0, 40, 80, 80], [85.0, 85, 95, 95]])
     gt_labels = torch.tensor([1, 2, 3])
     proposals = torch.tensor([[20.0, 20, 60, 60]])

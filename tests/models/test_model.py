@@ -4,12 +4,19 @@ import copy
 
 import pytest
 import torch
-from conftest import SMALL, small_model, synthetic_batch
 from torchvision.models.detection import MaskRCNN
 
+from conftest import SMALL, small_model, synthetic_batch
 from msrcnn.models import INPUT_DESIGNS, TRAIN_TARGETS, MaskScoringRCNN, build_backbone
 
-EXPECTED_LOSSES = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_maskiou", "loss_objectness", "loss_rpn_box_reg"}
+EXPECTED_LOSSES = {
+    "loss_classifier",
+    "loss_box_reg",
+    "loss_mask",
+    "loss_maskiou",
+    "loss_objectness",
+    "loss_rpn_box_reg",
+}
 
 
 def grads_from(loss, params):
@@ -41,7 +48,12 @@ def test_each_training_target_trains(target, batch):
 
 
 def test_head_shapes_per_design():
-    for design, channels in [("concat", 17), ("multiply", 16), ("concat_all", 16 + 4), ("concat_highres", 17)]:
+    for design, channels in [
+        ("concat", 17),
+        ("multiply", 16),
+        ("concat_all", 16 + 4),
+        ("concat_highres", 17),
+    ]:
         head = small_model(maskiou_input=design).roi_heads.maskiou_head
         assert head.convs[0].in_channels == channels
         assert head.predictor.out_features == 4
@@ -135,8 +147,11 @@ def test_plain_mask_rcnn_mode(batch):
 
 def test_empty_targets_train(batch):
     images, targets = batch
-    targets[0] = dict(boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.int64),
-                      masks=torch.zeros(0, 96, 96, dtype=torch.uint8))
+    targets[0] = dict(
+        boxes=torch.zeros(0, 4),
+        labels=torch.zeros(0, dtype=torch.int64),
+        masks=torch.zeros(0, 96, 96, dtype=torch.uint8),
+    )
     losses = small_model().train()(images, targets)
     assert all(torch.isfinite(v) for v in losses.values())
 

@@ -107,7 +107,9 @@ def load_detector_weights(model: torch.nn.Module, path: str | os.PathLike) -> No
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if "maskiou" not in k]
     if missing or unexpected:
-        raise ValueError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     log.info("initialised the detector from %s", path)
 
 
@@ -142,12 +144,16 @@ def build_datamodule(cfg: DictConfig, train_required: bool = True) -> DetectionD
             return None
         missing = [f"data.{name}.{k}" for k, v in values.items() if v is None]
         if missing:
-            raise ConfigError(f"data=coco_format needs {' and '.join(missing)} (a COCO json and its image folder)")
+            raise ConfigError(
+                f"data=coco_format needs {' and '.join(missing)} (a COCO json and its image folder)"
+            )
         return SplitSpec(**values)
 
     return DetectionDataModule(
-        train=split("train", required=train_required), val=split("val", required=True),
-        test=split("test", required=False), **common,
+        train=split("train", required=train_required),
+        val=split("val", required=True),
+        test=split("test", required=False),
+        **common,
     )
 
 
@@ -169,8 +175,13 @@ def build_logger(cfg: DictConfig, output_dir: Path, config: dict[str, Any]):
 
     wandb_dir = output_dir / "wandb"
     wandb_dir.mkdir(parents=True, exist_ok=True)
-    for var, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
-                     ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+    for var, sub in (
+        ("WANDB_DIR", ""),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ):
         os.environ[var] = str(output_dir if not sub else wandb_dir / sub)
     return WandbLogger(
         project=lg.project,
@@ -241,8 +252,14 @@ def build_trainer(cfg: DictConfig, logger, callbacks) -> L.Trainer:
     if cfg.trainer.get("sync_batchnorm") and on_cpu:
         log.info("trainer.sync_batchnorm=true needs GPUs; running on CPU without it")
         overrides["sync_batchnorm"] = False
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-                          _convert_="all", **overrides)
+    trainer = instantiate(
+        cfg.trainer,
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        _convert_="all",
+        **overrides,
+    )
     _check_not_relaunched_in_local_sweep(trainer)
     return trainer
 

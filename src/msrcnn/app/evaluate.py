@@ -44,8 +44,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
     start = time.perf_counter()
 
     trained = checkpoint_config(cfg.ckpt_path)
-    data_cfg = cfg.data if cfg.data is not None else OmegaConf.merge(OmegaConf.structured(DataConfig), trained["data"])
-    run_cfg = validate({k: v for k, v in trained.items() if k in {f.name for f in dataclasses.fields(Config)}})
+    data_cfg = (
+        cfg.data
+        if cfg.data is not None
+        else OmegaConf.merge(OmegaConf.structured(DataConfig), trained["data"])
+    )
+    run_cfg = validate(
+        {k: v for k, v in trained.items() if k in {f.name for f in dataclasses.fields(Config)}}
+    )
     run_cfg.data = data_cfg
     run_cfg.paths = cfg.paths
     datamodule = build_datamodule(run_cfg, train_required=False)

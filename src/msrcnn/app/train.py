@@ -64,7 +64,11 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         per_class=True,
     )
     module = MaskScoringModule(
-        model, plain["optim"], evaluator, train_only=plain["model"]["train_only"], config={**plain, **dataset_info}
+        model,
+        plain["optim"],
+        evaluator,
+        train_only=plain["model"]["train_only"],
+        config={**plain, **dataset_info},
     )
     logger = build_logger(cfg, output_dir, plain)
     trainer = build_trainer(cfg, logger, build_callbacks(cfg, output_dir, has_logger=bool(logger)))

@@ -148,7 +148,9 @@ def make_record(
         mask_ious=None
         if mask_ious is None
         else mask_ious[order].detach().float().clamp(0.0, 1.0).cpu().numpy(),
-        rles=None if masks is None else encode_masks(masks[order].detach(), mask_threshold),
+        rles=None
+        if masks is None
+        else encode_masks((masks.detach() > mask_threshold)[order]),  # binarise, then gather
     )
 
 

@@ -60,8 +60,12 @@ class DeformableConv3x3(DeformConv2d):
         )
         kh, kw = conv.kernel_size
         self.conv_offset = nn.Conv2d(
-            conv.in_channels, 2 * kh * kw, kernel_size=conv.kernel_size, stride=conv.stride,
-            padding=conv.padding, dilation=conv.dilation,
+            conv.in_channels,
+            2 * kh * kw,
+            kernel_size=conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
         )
         nn.init.zeros_(self.conv_offset.weight)
         nn.init.zeros_(self.conv_offset.bias)

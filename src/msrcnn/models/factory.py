@@ -65,7 +65,10 @@ def build_model(
         head, rep = TwoMLPHead(channels * roi * roi, box_representation_size), box_representation_size
     else:
         head = FastRCNNConvFCHead(
-            (channels, roi, roi), [box_conv_channels] * box_num_convs, [box_representation_size], nn.BatchNorm2d
+            (channels, roi, roi),
+            [box_conv_channels] * box_num_convs,
+            [box_representation_size],
+            nn.BatchNorm2d,
         )
         rep = box_representation_size
     mask_layers = [mask_head_channels] * mask_num_convs

@@ -7,6 +7,7 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.ops import MultiScaleRoIAlign
 
 from msrcnn.models.maskiou import InputDesign, MaskIoUHead, TrainTarget
+from msrcnn.models.paste import FastPasteTransform
 from msrcnn.models.roi_heads import MaskIoUConfig, MaskScoringRoIHeads, SoftNMSConfig
 
 
@@ -29,6 +30,9 @@ class MaskScoringRCNN(MaskRCNN):
             (the reference code does not detach; default False).
         soft_nms: enable Soft-NMS in place of NMS; ``soft_nms_method`` ``linear``/``gaussian``,
             ``soft_nms_iou_threshold`` (Nt), ``soft_nms_sigma``, ``soft_nms_score_threshold``.
+        fast_mask_paste: paste the masks into the image with :func:`msrcnn.models.paste.paste_masks_in_image`
+            (one output allocation instead of a canvas per detection; the same masks, bit for bit).
+            Default False: torchvision's paste.
 
     The MaskIoU parameters live under ``roi_heads.maskiou_head`` (and ``roi_heads.maskiou_roi_pool``
     has none), so a torchvision ``MaskRCNN`` state dict loads with ``strict=False`` with only
@@ -55,9 +59,12 @@ class MaskScoringRCNN(MaskRCNN):
         soft_nms_iou_threshold: float = 0.3,
         soft_nms_sigma: float = 0.5,
         soft_nms_score_threshold: float = 1e-3,
+        fast_mask_paste: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(backbone, num_classes=num_classes, **kwargs)
+        if fast_mask_paste:
+            self.transform = FastPasteTransform.from_transform(self.transform)
         heads = self.roi_heads
         mask_pool: MultiScaleRoIAlign = heads.mask_roi_pool
         roi_size = _as_int(mask_pool.output_size)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.models.detection.roi_heads import (
     RoIHeads,
     fastrcnn_loss,
@@ -79,7 +79,9 @@ class MaskScoringRoIHeads(RoIHeads):
     ) -> None:
         super().__init__(*args, **kwargs)
         if not self.has_mask():
-            raise ValueError("MaskScoringRoIHeads needs the mask branch (mask_roi_pool, mask_head, mask_predictor)")
+            raise ValueError(
+                "MaskScoringRoIHeads needs the mask branch (mask_roi_pool, mask_head, mask_predictor)"
+            )
         if self.keypoint_predictor is not None:
             raise ValueError("MaskScoringRoIHeads does not support keypoint heads")
         if maskiou_head is not None and maskiou_head.needs_highres_features and maskiou_roi_pool is None:
@@ -123,7 +125,11 @@ class MaskScoringRoIHeads(RoIHeads):
         for boxes, scores, image_shape in zip(pred_boxes, pred_scores, image_shapes):
             boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
             labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
-            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+            boxes, scores, labels = (
+                boxes[:, 1:].reshape(-1, 4),
+                scores[:, 1:].reshape(-1),
+                labels[:, 1:].reshape(-1),
+            )
             inds = torch.where(scores > self.score_thresh)[0]
             boxes, scores, labels = boxes[inds], scores[inds], labels[inds]
             keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
@@ -153,14 +159,18 @@ class MaskScoringRoIHeads(RoIHeads):
                     raise TypeError(f"target labels must be of int64 type, got {t['labels'].dtype}")
 
         if self.training:
-            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
+            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
+                proposals, targets
+            )
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
 
         result: list[dict[str, Tensor]] = []
         losses: dict[str, Tensor] = {}
         if self.training:
-            loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+            loss_classifier, loss_box_reg = fastrcnn_loss(
+                class_logits, box_regression, labels, regression_targets
+            )
             losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
             pos = [torch.where(lab > 0)[0] for lab in labels]
             mask_proposals = [p[i] for p, i in zip(proposals, pos)]
@@ -169,7 +179,9 @@ class MaskScoringRoIHeads(RoIHeads):
             boxes, scores, det_labels = self.postprocess_detections(
                 class_logits, box_regression, proposals, image_shapes
             )
-            result = [{"boxes": b, "labels": lab, "scores": s} for b, lab, s in zip(boxes, det_labels, scores)]
+            result = [
+                {"boxes": b, "labels": lab, "scores": s} for b, lab, s in zip(boxes, det_labels, scores)
+            ]
             mask_proposals = boxes
 
         roi_features = self.mask_roi_pool(features, mask_proposals, image_shapes)
@@ -178,17 +190,27 @@ class MaskScoringRoIHeads(RoIHeads):
         if self.training:
             gt_masks = [t["masks"] for t in targets]
             gt_labels = [t["labels"] for t in targets]
-            losses["loss_mask"] = maskrcnn_loss(mask_logits, mask_proposals, gt_masks, gt_labels, pos_matched_idxs)
+            losses["loss_mask"] = maskrcnn_loss(
+                mask_logits, mask_proposals, gt_masks, gt_labels, pos_matched_idxs
+            )
             if self.maskiou_head is not None:
                 losses["loss_maskiou"] = self._maskiou_loss(
-                    features, roi_features, mask_logits, mask_proposals, image_shapes, targets, pos_matched_idxs
+                    features,
+                    roi_features,
+                    mask_logits,
+                    mask_proposals,
+                    image_shapes,
+                    targets,
+                    pos_matched_idxs,
                 )
         else:
             det_labels = [r["labels"] for r in result]
             for mask_prob, r in zip(maskrcnn_inference(mask_logits, det_labels), result):
                 r["masks"] = mask_prob
             if self.maskiou_head is not None:
-                labels_cat = torch.cat(det_labels) if det_labels else mask_logits.new_zeros((0,), dtype=torch.long)
+                labels_cat = (
+                    torch.cat(det_labels) if det_labels else mask_logits.new_zeros((0,), dtype=torch.long)
+                )
                 hr = self._highres_features(features, mask_proposals, image_shapes)
                 pred = self.maskiou_head(roi_features if hr is None else hr, mask_logits, labels_cat)
                 ious = pred[torch.arange(pred.shape[0], device=pred.device), labels_cat].clamp(0.0, 1.0)
@@ -202,7 +224,9 @@ class MaskScoringRoIHeads(RoIHeads):
             return None
         return self.maskiou_roi_pool(features, proposals, image_shapes)
 
-    def _maskiou_loss(self, features, roi_features, mask_logits, proposals, image_shapes, targets, matched_idxs):
+    def _maskiou_loss(
+        self, features, roi_features, mask_logits, proposals, image_shapes, targets, matched_idxs
+    ):
         """MaskIoU targets for the positive RoIs, the tau filter and the L2 loss (SPEC §3–4)."""
         cfg = self.maskiou_cfg
         gt_labels = torch.cat([t["labels"][i] for t, i in zip(targets, matched_idxs)])

@@ -3,4 +3,11 @@
 from msrcnn.training.module import MaskScoringModule, NonFiniteLossError, flatten_metrics
 from msrcnn.training.schedule import lr_factor, milestone_steps, scaled_lr
 
-__all__ = ["MaskScoringModule", "NonFiniteLossError", "flatten_metrics", "lr_factor", "milestone_steps", "scaled_lr"]
+__all__ = [
+    "MaskScoringModule",
+    "NonFiniteLossError",
+    "flatten_metrics",
+    "lr_factor",
+    "milestone_steps",
+    "scaled_lr",
+]

@@ -30,7 +30,9 @@ class StepLogger(L.Callback):
         per_step = elapsed / max(1, step - self._last_step)
         metrics = trainer.callback_metrics
         losses = "  ".join(
-            f"{k.removeprefix('train/')} {float(v):.3f}" for k, v in sorted(metrics.items()) if k.startswith("train/")
+            f"{k.removeprefix('train/')} {float(v):.3f}"
+            for k, v in sorted(metrics.items())
+            if k.startswith("train/")
         )
         total = trainer.max_steps if trainer.max_steps > 0 else "?"
         log.info("step %d/%s  %s  %.2f s/step", step, total, losses, per_step)

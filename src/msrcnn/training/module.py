@@ -23,7 +23,9 @@ log = logging.getLogger("msrcnn.training")
 
 class Evaluator(Protocol):
     def reset(self) -> None: ...
-    def update(self, outputs: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]]) -> None: ...
+    def update(
+        self, outputs: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]]
+    ) -> None: ...
     def compute(self) -> dict[str, Any]: ...
 
 
@@ -123,15 +125,23 @@ class MaskScoringModule(L.LightningModule):
         lr = scaled_lr(cfg["lr"], cfg["base_batch_size"], total_batch)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if cfg["name"] == "sgd":
-            optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+            optimizer = torch.optim.SGD(
+                params, lr=lr, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"]
+            )
         elif cfg["name"] == "adamw":
             optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg["weight_decay"])
         else:
             raise ValueError(f"optim.name={cfg['name']!r} is not valid; expected one of sgd, adamw")
         total_steps = int(self.trainer.estimated_stepping_batches)
         milestones = milestone_steps(cfg["lr_step_epochs"], cfg["schedule_epochs"], total_steps)
-        log.info("optimizer %s: lr %.4g for a total batch of %d, %d steps, LR steps at %s",
-                 cfg["name"], lr, total_batch, total_steps, milestones)
+        log.info(
+            "optimizer %s: lr %.4g for a total batch of %d, %d steps, LR steps at %s",
+            cfg["name"],
+            lr,
+            total_batch,
+            total_steps,
+            milestones,
+        )
         schedule = functools.partial(
             lr_factor,
             warmup_steps=int(cfg["warmup_steps"]),

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 def scaled_lr(base_lr: float, base_batch_size: int, total_batch_size: int) -> float:
     """Linear scaling rule: ``base_lr`` is for ``base_batch_size`` images per optimizer step."""
     if base_batch_size <= 0 or total_batch_size <= 0:
-        raise ValueError(f"batch sizes must be positive, got base {base_batch_size}, total {total_batch_size}")
+        raise ValueError(
+            f"batch sizes must be positive, got base {base_batch_size}, total {total_batch_size}"
+        )
     return base_lr * total_batch_size / base_batch_size
 
 
@@ -20,7 +22,9 @@ def milestone_steps(step_epochs: Sequence[float], schedule_epochs: float, total_
     return sorted(int(round(e / schedule_epochs * total_steps)) for e in step_epochs)
 
 
-def lr_factor(step: int, *, warmup_steps: int, warmup_factor: float, milestones: Sequence[int], gamma: float) -> float:
+def lr_factor(
+    step: int, *, warmup_steps: int, warmup_factor: float, milestones: Sequence[int], gamma: float
+) -> float:
     """Multiplier of the base LR at optimizer step ``step`` (0-based)."""
     decay = gamma ** bisect_right(list(milestones), step)
     if step < warmup_steps:

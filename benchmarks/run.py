@@ -1,0 +1,540 @@
+#!/usr/bin/env python
+"""``make bench``: the speed of every hot path of msrcnn, each against its baseline in one run.
+
+    python benchmarks/run.py [--quick] [--threads N] [--only SECTION,...] [--repeats N] [--output PATH]
+
+Sections: inference, train_step, maskiou_targets, soft_nms, paste, evaluation, data_loading.
+Prints one table per section and the targets of issue #6 (met or not), and writes
+``benchmarks/results.json`` (atomically) with the machine and every figure. Timings are wall-clock
+medians of interleaved repeats after warm-up (``time.perf_counter``). ``--quick`` is a smoke run
+on tiny sizes with one repeat; its numbers mean nothing.
+
+Set ``GOMP_SPINCOUNT=200000`` (the Makefile does): torch's OpenMP threads otherwise spin-wait, and
+on a small shared machine every parallel region then waits for a descheduled spinning thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent / "src"))
+
+import torch  # noqa: E402
+from common import Table, Target, fmt_ratio, machine_info, ms  # noqa: E402
+
+from msrcnn.evaluation import write_json_atomic  # noqa: E402
+
+SECTIONS = ("inference", "train_step", "maskiou_targets", "soft_nms", "paste", "evaluation", "data_loading")
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {
+        "repeats": 3,
+        "warmup": 1,
+        "inference": {"sizes": [(384, 384), (600, 1000)], "detections": 100, "proposals": None},
+        "train_step": {"sizes": [(384, 384), (600, 1000)], "batch": 2, "gt": 10},
+        "maskiou_targets": {"rois": 512, "gt": 20, "size": (800, 1333), "repeats": 5},
+        "soft_nms": {"boxes": [1000, 2000], "repeats": 10},
+        "paste": {"masks": 100, "size": (800, 1333), "repeats": 5},
+        "evaluation": {"images": 500, "size": (480, 640), "detections": 100},
+        "data_loading": {
+            "num_train": 96,
+            "image_size": None,
+            "workers": [0, 1, 2],
+            "batches": 20,
+            "steps": 5,
+            "fed_steps": 10,
+        },
+    },
+    "quick": {
+        "repeats": 1,
+        "warmup": 0,
+        "inference": {"sizes": [(128, 128)], "detections": 10, "proposals": 100},
+        "train_step": {
+            "sizes": [(128, 128)],
+            "batch": 1,
+            "gt": 3,
+            "model_kwargs": {
+                "rpn_pre_nms_top_n_train": 200,
+                "rpn_post_nms_top_n_train": 200,
+                "box_batch_size_per_image": 64,
+            },
+        },
+        "maskiou_targets": {"rois": 32, "gt": 4, "size": (128, 160), "repeats": 1},
+        "soft_nms": {"boxes": [200], "repeats": 1},
+        "paste": {"masks": 10, "size": (128, 160), "repeats": 1},
+        "evaluation": {"images": 6, "size": (96, 128), "detections": 20},
+        "data_loading": {
+            "num_train": 8,
+            "image_size": 64,
+            "workers": [0, 1, 2],
+            "batches": 2,
+            "steps": 1,
+            "fed_steps": 2,
+        },
+    },
+}
+
+# issue #6 targets
+INFERENCE_SLACK = 1.05  # time ratio within 5% of the FLOP bound
+SOFT_NMS_SPEEDUP = 10.0
+SOFT_NMS_SHARE = 0.10
+EVAL_SPEEDUP = 4.0
+
+
+def size_key(size) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+# --------------------------------------------------------------------------- sections
+def run_inference(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+    from bench_model import bench_inference
+
+    cfg = p["inference"]
+    out = {}
+    table = Table("inference: MaskScoringRCNN vs torchvision MaskRCNN, same weights, R18-FPN, 81 classes")
+    for size in cfg["sizes"]:
+        r = bench_inference(tuple(size), cfg["detections"], cfg["proposals"], repeats, warmup)
+        out[size_key(size)] = r
+        k = size_key(size)
+        table.add(
+            f"{k}: MS R-CNN",
+            ms(r["ms_s"]),
+            f"{r['detections']} detections, outputs equal torchvision: {r['outputs_equal_torchvision']}",
+        )
+        table.add(f"{k}: torchvision MaskRCNN", ms(r["torchvision_s"]))
+        table.add(
+            f"{k}: time ratio",
+            fmt_ratio(r["time_ratio"]),
+            f"FLOP bound {r['flop_bound']:.3f} = 1 + {r['gflops_maskiou_head']:.1f} / "
+            f"{r['gflops_torchvision']:.1f} GFLOP (MaskIoU head {100 * r['maskiou_flop_share']:.1f}% of FLOPs; "
+            f"the head module alone: {r['gflops_maskiou_head_module']:.1f} GFLOP)",
+        )
+        table.add(
+            f"{k}: GFLOP/s MaskIoU head vs mask head",
+            f"{r['maskiou_head_gflops_per_s']:.0f}",
+            f"vs {r['mask_head_gflops_per_s']:.0f}",
+        )
+        table.add(
+            f"{k}: MS R-CNN, fast_mask_paste=True",
+            ms(r["ms_fast_paste_s"]),
+            f"{fmt_ratio(r['fast_paste_speedup'])} faster, outputs identical: {r['fast_paste_outputs_equal']}",
+        )
+        total = sum(r["stages_s"].values())
+        for stage, seconds in sorted(r["stages_s"].items(), key=lambda kv: -kv[1]):
+            table.add(f"{k}:   stage {stage}", ms(seconds), f"{100 * seconds / total:.1f}%")
+        targets.append(
+            Target(
+                f"inference {k}: time ratio <= 1.05 x FLOP bound",
+                r["time_ratio"],
+                INFERENCE_SLACK * r["flop_bound"],
+                "<=",
+                "x",
+            )
+        )
+    results["inference"] = out
+    tables.append(table)
+
+
+def run_train_step(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+    from bench_model import bench_train_step
+
+    cfg = p["train_step"]
+    out = {}
+    table = Table(
+        f"training step (forward + backward + SGD), batch {cfg['batch']}: MS R-CNN vs no MaskIoU head"
+    )
+    for size in cfg["sizes"]:
+        r = bench_train_step(tuple(size), cfg["batch"], cfg["gt"], repeats, warmup, cfg.get("model_kwargs"))
+        k = size_key(size)
+        out[k] = r
+        table.add(f"{k}: MS R-CNN", ms(r["ms_s"]), f"{r['images_per_s']:.2f} images/s")
+        table.add(f"{k}: without MaskIoU head", ms(r["no_maskiou_s"]))
+        table.add(
+            f"{k}: time ratio",
+            fmt_ratio(r["time_ratio"]),
+            f"FLOP bound {r['flop_bound']:.3f} (MaskIoU {100 * r['maskiou_flop_share']:.1f}% of "
+            f"{r['gflops_ms']:.0f} GFLOP)",
+        )
+        table.add(
+            f"{k}: MaskIoU targets in the step",
+            ms(r["maskiou_targets_in_step_s"]),
+            f"{100 * r['maskiou_targets_share']:.2f}% of the step",
+        )
+        targets.append(
+            Target(
+                f"train step {k}: time ratio <= 1.05 x FLOP bound",
+                r["time_ratio"],
+                INFERENCE_SLACK * r["flop_bound"],
+                "<=",
+                "x",
+            )
+        )
+    results["train_step"] = out
+    tables.append(table)
+
+
+def run_maskiou_targets(
+    p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list
+) -> None:
+    from bench_model import bench_maskiou_targets
+
+    cfg = p["maskiou_targets"]
+    r = bench_maskiou_targets(cfg["rois"], cfg["gt"], tuple(cfg["size"]), cfg["repeats"], warmup)
+    train = results.get("train_step") or {}
+    if train:
+        largest = list(train.values())[-1]
+        r["share_of_train_step_in_step"] = largest["maskiou_targets_share"]
+    results["maskiou_targets"] = r
+    table = Table(f"MaskIoU targets: {cfg['rois']} RoIs, {cfg['gt']} GT masks of {size_key(cfg['size'])}")
+    table.add("mask_iou_targets_matched", ms(r["seconds"]), f"{r['per_roi_us']:.0f} us per RoI")
+    for name, seconds in r["breakdown_s"].items():
+        table.add(f"  of which {name}", ms(seconds), f"{100 * seconds / r['seconds']:.0f}%")
+    if "share_of_train_step_in_step" in r:
+        table.add(
+            "share of a training step (measured inside the step)",
+            f"{100 * r['share_of_train_step_in_step']:.2f}%",
+            "see train_step",
+        )
+    tables.append(table)
+
+
+def run_soft_nms(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+    from bench_softnms import bench_soft_nms
+
+    cfg = p["soft_nms"]
+    out = {}
+    table = Table("Soft-NMS (linear, Nt 0.3) over 80 classes")
+    inference = results.get("inference") or {}
+    infer_s = list(inference.values())[-1]["ms_s"] if inference else None
+    for n in cfg["boxes"]:
+        r = bench_soft_nms(n, cfg["repeats"], max(warmup, 1))
+        if infer_s:
+            r["share_of_inference"] = r["soft_nms_s"] / infer_s
+        out[str(n)] = r
+        table.add(
+            f"{n} boxes: batched_soft_nms",
+            ms(r["soft_nms_s"]),
+            f"max {r['max_boxes_per_class']} boxes/class, {r['kept']} kept, same as the loops: {r['same_as_loops']}",
+        )
+        table.add(
+            f"{n} boxes: plain per-box Python loop",
+            ms(r["plain_loop_s"]),
+            f"batched is {fmt_ratio(r['speedup_vs_plain_loop'])} faster",
+        )
+        table.add(
+            f"{n} boxes: per-box loop, numpy inside",
+            ms(r["numpy_loop_s"]),
+            f"batched is {fmt_ratio(r['speedup_vs_numpy_loop'])} faster",
+        )
+        table.add(
+            f"{n} boxes: torchvision batched_nms (hard NMS)",
+            ms(r["hard_nms_s"]),
+            f"Soft-NMS costs {fmt_ratio(r['vs_hard_nms'])} hard NMS",
+        )
+        if infer_s:
+            table.add(
+                f"{n} boxes: share of an MS R-CNN inference",
+                f"{100 * r['share_of_inference']:.2f}%",
+                f"of {ms(infer_s)} ({list(inference)[-1]})",
+            )
+        targets.append(
+            Target(
+                f"Soft-NMS {n} boxes: speed-up over the plain per-box loop",
+                r["speedup_vs_plain_loop"],
+                SOFT_NMS_SPEEDUP,
+                ">=",
+                "x",
+                note=f"{r['speedup_vs_numpy_loop']:.1f}x over the numpy per-box loop",
+            )
+        )
+        if infer_s:
+            targets.append(
+                Target(
+                    f"Soft-NMS {n} boxes: share of an inference",
+                    r["share_of_inference"],
+                    SOFT_NMS_SHARE,
+                    "<=",
+                    "fraction",
+                )
+            )
+    results["soft_nms"] = out
+    tables.append(table)
+
+
+def _paste_under_thp(args: argparse.Namespace) -> dict | None:
+    """The paste benchmark again in a child process with PyTorch's huge-page allocation
+    (``THP_MEM_ALLOC_ENABLE=1``), which removes most of the page faults of the large outputs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "thp.json"
+        cmd = [sys.executable, str(HERE / "run.py"), "--only", "paste", "--output", str(out)]
+        if args.quick:
+            cmd.append("--quick")
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0 or not out.is_file():
+            print(f"(paste under THP_MEM_ALLOC_ENABLE=1 failed: {proc.stderr[-500:]})", file=sys.stderr)
+            return None
+        return json.loads(out.read_text())["paste"]
+
+
+def run_paste(
+    p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list, args: argparse.Namespace
+) -> None:
+    from bench_model import bench_paste, bench_zeros
+
+    cfg = p["paste"]
+    size = tuple(cfg["size"])
+    r = bench_paste(cfg["masks"], size, cfg["repeats"], max(warmup, 1))
+    r["zeros_only_s"] = bench_zeros(cfg["masks"], size, cfg["repeats"])
+    if os.environ.get("THP_MEM_ALLOC_ENABLE") != "1" and not args.no_subprocess:
+        r["with_THP_MEM_ALLOC_ENABLE"] = _paste_under_thp(args)
+    results["paste"] = r
+    table = Table(
+        f"mask paste: {cfg['masks']} masks into {size_key(size)} ({r['output_mb']:.0f} MiB of output)"
+    )
+    table.add("torchvision paste_masks_in_image", ms(r["torchvision_s"]))
+    table.add(
+        "msrcnn.models.paste (fast_mask_paste)",
+        ms(r["msrcnn_s"]),
+        f"{fmt_ratio(r['speedup'])} faster, identical output: {r['equal_to_torchvision']}",
+    )
+    grid = r["timings"].get("grid_sample (detectron2-style)")
+    if grid:
+        table.add(
+            "grid_sample paste (detectron2-style)",
+            ms(grid["median_s"]),
+            f"binarised pixels equal to torchvision: {100 * r['grid_sample_pixel_agreement']:.2f}%",
+        )
+    table.add("torch.zeros of the output alone", ms(r["zeros_only_s"]), "floor of any paste")
+    thp = r.get("with_THP_MEM_ALLOC_ENABLE")
+    if thp:
+        table.add("with THP_MEM_ALLOC_ENABLE=1: torchvision", ms(thp["torchvision_s"]))
+        table.add(
+            "with THP_MEM_ALLOC_ENABLE=1: msrcnn", ms(thp["msrcnn_s"]), f"{fmt_ratio(thp['speedup'])} faster"
+        )
+    tables.append(table)
+
+
+def run_evaluation(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+    from bench_eval import bench_evaluation
+
+    cfg = p["evaluation"]
+    with tempfile.TemporaryDirectory() as tmp:
+        r = bench_evaluation(Path(tmp), cfg["images"], tuple(cfg["size"]), cfg["detections"])
+    results["evaluation"] = r
+    ours = r["msrcnn"]
+    table = Table(
+        f"COCO evaluation, bbox + segm: {r['images']} images of {size_key(r['image_size'])}, "
+        f"{r['detections_per_image']} detections each, from model outputs (float masks)"
+    )
+    table.add(
+        "msrcnn make_record + evaluate_records",
+        ms(ours["total_all_rankings_s"]),
+        f"3 segm rankings + oracle + Pearson; APs equal pycocotools: {r['ap_agree']}",
+    )
+    table.add("  of which make_record (binarise + RLE)", ms(ours["encode_s"]))
+    table.add("  of which evaluate_records", ms(ours["evaluate_all_rankings_s"]))
+    table.add(
+        "msrcnn, one segm ranking",
+        ms(ours["total_one_ranking_s"]),
+        f"evaluate_records {ms(ours['evaluate_one_ranking_s'])}",
+    )
+    for key, label in (
+        ("torchmetrics_pycocotools", "torchmetrics MeanAveragePrecision, pycocotools"),
+        ("torchmetrics_faster_coco_eval", "torchmetrics MeanAveragePrecision, faster_coco_eval"),
+    ):
+        t = r[key]
+        table.add(
+            label,
+            ms(t["total_s"]),
+            f"update {ms(t['update_s'])} + compute {ms(t['compute_s'])}; msrcnn is "
+            f"{fmt_ratio(t['total_s'] / ours['total_all_rankings_s'])} "
+            f"(one ranking {fmt_ratio(t['total_s'] / ours['total_one_ranking_s'])}) as fast",
+        )
+    pc = r["pycocotools"]
+    table.add(
+        "pycocotools COCOeval",
+        ms(pc["total_s"]),
+        f"encode {ms(pc['encode_s'])} + evaluate "
+        f"{ms(pc['evaluate_s'])}; msrcnn is {fmt_ratio(r['speedup_vs_pycocotools'])} as fast",
+    )
+    table.add(
+        "evaluation alone: evaluate_records vs pycocotools COCOeval",
+        fmt_ratio(pc["evaluate_s"] / ours["evaluate_all_rankings_s"]),
+        f"one ranking {fmt_ratio(pc['evaluate_s'] / ours['evaluate_one_ranking_s'])}",
+    )
+    tm_compute = r["torchmetrics_pycocotools"]["compute_s"]
+    alone = tm_compute / ours["evaluate_all_rankings_s"]
+    alone_one = tm_compute / ours["evaluate_one_ranking_s"]
+    r["evaluate_only_speedup_vs_torchmetrics_pycocotools_compute"] = alone
+    r["evaluate_only_one_ranking_speedup_vs_torchmetrics_pycocotools_compute"] = alone_one
+    table.add(
+        "evaluation alone: evaluate_records vs torchmetrics compute (pycocotools)",
+        fmt_ratio(alone),
+        f"one ranking {fmt_ratio(alone_one)}",
+    )
+    tables.append(table)
+    targets.append(
+        Target(
+            "evaluation: speed-up over torchmetrics (pycocotools backend), from model outputs",
+            r["speedup_vs_torchmetrics_pycocotools"],
+            EVAL_SPEEDUP,
+            ">=",
+            "x",
+            note=f"one ranking {r['one_ranking_speedup_vs_torchmetrics_pycocotools']:.2f}x; evaluate_records alone "
+            f"vs torchmetrics compute {alone:.2f}x, one ranking {alone_one:.2f}x",
+        )
+    )
+
+
+def run_data_loading(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+    from bench_data import bench_data
+
+    cfg = p["data_loading"]
+    with tempfile.TemporaryDirectory() as tmp:
+        r = bench_data(
+            Path(tmp),
+            cfg["num_train"],
+            cfg["image_size"],
+            cfg["workers"],
+            cfg["batches"],
+            cfg["steps"],
+            cfg["fed_steps"],
+        )
+    results["data_loading"] = r
+    table = Table(
+        f"data loading: synthetic shapes {r['image_size']} px, batch {r['batch_size']} (demo settings)"
+    )
+    for lr in r["loaders"]:
+        table.add(
+            f"train loader, {lr['workers']} workers",
+            f"{lr['images_per_s']:.0f} images/s",
+            f"first batch {ms(lr['first_batch_s'])}",
+        )
+    table.add(
+        "demo training step (appetite)",
+        f"{r['train_step_images_per_s']:.1f} images/s",
+        f"{ms(r['train_step_s'])} per step",
+    )
+    table.add(
+        f"demo training fed by the loader ({r['demo_workers']} worker)",
+        f"{r['fed_images_per_s']:.1f} images/s",
+        f"{100 * r['fed_over_appetite']:.0f}% of the appetite",
+    )
+    tables.append(table)
+
+
+RUNNERS = {
+    "inference": run_inference,
+    "train_step": run_train_step,
+    "maskiou_targets": run_maskiou_targets,
+    "soft_nms": run_soft_nms,
+    "evaluation": run_evaluation,
+    "data_loading": run_data_loading,
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one repeat")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--only", default=None, help=f"comma-separated sections out of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats per figure (default: 3; quick: 1)"
+    )
+    parser.add_argument("--output", type=Path, default=HERE / "results.json", help="where to write the JSON")
+    parser.add_argument(
+        "--no-subprocess",
+        action="store_true",
+        help="skip the paste re-run under THP_MEM_ALLOC_ENABLE=1 in a child process",
+    )
+    args = parser.parse_args(argv)
+    sections = SECTIONS if args.only is None else tuple(s.strip() for s in args.only.split(",") if s.strip())
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    args.sections = sections
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not os.environ.get("GOMP_SPINCOUNT"):
+        print(
+            "warning: GOMP_SPINCOUNT is not set; on a small shared machine OpenMP spin-waiting can make "
+            "timings 10-20x off (make bench sets it)",
+            file=sys.stderr,
+        )
+    profile = PROFILES["quick" if args.quick else "full"]
+    repeats = args.repeats or profile["repeats"]
+    warmup = profile["warmup"]
+    results: dict[str, Any] = {
+        "machine": machine_info(),
+        "settings": {
+            "quick": args.quick,
+            "repeats": repeats,
+            "warmup": warmup,
+            "sections": list(args.sections),
+            "profile": profile,
+        },
+    }
+    tables: list[Table] = []
+    targets: list[Target] = []
+    started = time.perf_counter()
+    m = results["machine"]
+    print(
+        f"machine: {m['cpu_model']}, {m['cpu_cores_usable']} cores usable, torch {m['torch']}, "
+        f"{m['torch_threads']} threads, load {m['load_average_at_start']}",
+        flush=True,
+    )
+    for section in SECTIONS:  # fixed order: later sections read earlier figures (shares)
+        if section not in args.sections:
+            continue
+        t0 = time.perf_counter()
+        print(f"[{section}] ...", flush=True)
+        if section == "paste":
+            run_paste(profile, repeats, warmup, results, tables, targets, args)
+        else:
+            RUNNERS[section](profile, repeats, warmup, results, tables, targets)
+        results.setdefault("section_seconds", {})[section] = round(time.perf_counter() - t0, 2)
+        print(tables[-1].render() + "\n", flush=True)
+        # a run stopped half-way keeps the sections it finished
+        partial = {**results, "targets": [t.as_dict() for t in targets], "complete": False}
+        write_json_atomic(args.output, partial, indent=2)
+    results["targets"] = [t.as_dict() for t in targets]
+    results["complete"] = True
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    if targets:
+        table = Table("targets (issue #6)")
+        for t in targets:
+            value = f"{100 * t.value:.2f}%" if t.unit == "fraction" else f"{t.value:.3f}{t.unit}"
+            limit = f"{100 * t.limit:.0f}%" if t.unit == "fraction" else f"{t.limit:.3f}{t.unit}"
+            table.add(
+                t.name,
+                value,
+                f"{t.op} {limit}: {'MET' if t.met else 'NOT MET'}" + (f" ({t.note})" if t.note else ""),
+            )
+        print(table.render())
+    path = write_json_atomic(args.output, results, indent=2)
+    print(f"\nwrote {path} in {results['total_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""``benchmarks/run.py --quick``: the smoke run completes and writes every section and target."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SECTIONS = ("inference", "train_step", "maskiou_targets", "soft_nms", "paste", "evaluation", "data_loading")
+
+
+def test_quick_benchmark_writes_every_section(tmp_path):
+    out = tmp_path / "results.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WANDB_SILENT": "true"}
+    env.setdefault("GOMP_SPINCOUNT", "200000")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--output",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "targets (issue #6)" in proc.stdout
+    results = json.loads(out.read_text())
+    for key in ("machine", "settings", "targets", *SECTIONS):
+        assert key in results, key
+    machine = results["machine"]
+    assert (
+        machine["cpu_model"]
+        and machine["cpu_cores"] >= 1
+        and machine["torch"]
+        and machine["torch_threads"] == 1
+    )
+
+    for figures in results["inference"].values():
+        assert figures["outputs_equal_torchvision"] and figures["fast_paste_outputs_equal"]
+        assert figures["flop_bound"] > 1.0 and figures["time_ratio"] > 0
+    for figures in results["train_step"].values():
+        assert figures["flop_bound"] > 1.0 and figures["maskiou_targets_in_step_s"] > 0
+    assert results["maskiou_targets"]["seconds"] > 0
+    assert all(r["same_as_loops"] for r in results["soft_nms"].values())
+    assert results["paste"]["equal_to_torchvision"]
+    assert results["evaluation"]["ap_agree"]
+    assert [r["workers"] for r in results["data_loading"]["loaders"]] == [0, 1, 2]
+    names = [t["name"] for t in results["targets"]]
+    for fragment in ("inference", "train step", "Soft-NMS", "share of an inference", "evaluation"):
+        assert any(fragment in n for n in names), fragment
+    assert all(isinstance(t["met"], bool) for t in results["targets"])
