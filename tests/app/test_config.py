@@ -4,9 +4,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import CONF
 from msrcnn.config import ConfigError, validate
 from msrcnn.config.schema import EvalAppConfig
+from msrcnn_testing import CONF
 
 GROUP_OPTIONS = {
     group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))

@@ -1,36 +1,16 @@
 """End to end: src/train.py and src/eval.py as a user runs them, and through the compose API."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF, ROOT, TINY
 from msrcnn.app.train import train
 from msrcnn.training import MaskScoringModule, NonFiniteLossError
+from msrcnn_testing import CONF, TINY, run_script
 
 AP_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl"}
-
-
-def run_script(script, *overrides, check=True):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / script), *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,11 @@
 """Helpers of the experiments tests (issue #5): the tiny configuration, scripts, one shared tiny run.
 
-Imported as ``exp_helpers`` (a unique name: several test folders have their own ``conftest``).
+Builds on ``msrcnn_testing`` (paths, the tiny configuration, run_script) with one shared tiny W&B run.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +14,9 @@ import torch
 import yaml
 
 from msrcnn.evaluation import DetectionRecord, encode_masks
-
-ROOT = Path(__file__).resolve().parents[2]
-CONF = ROOT / "conf"
-
-_spec = importlib.util.spec_from_file_location("msrcnn_tests_root_conftest", ROOT / "tests" / "conftest.py")
-_root_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root_conftest)
-TINY: list[str] = list(_root_conftest.TINY)  # the 2-step demo on 64 px synthetic images
+from msrcnn_testing import CONF, ROOT, TINY, run_script  # noqa: F401 (re-exported)
 
 QUIET_WANDB = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-
-
-def run_script(
-    script: str, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: int = 600
-) -> subprocess.CompletedProcess:
-    """``python src/<script> args`` (or ``experiments/<script>``) as a user runs it."""
-    path = ROOT / script if "/" in script else ROOT / "src" / script
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYDRA_FULL_ERROR": "0", **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, str(path), *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc
 
 
 _TINY_RUNS: dict[str, Path] = {}

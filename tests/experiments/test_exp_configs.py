@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from exp_helpers import CONF, ROOT
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from exp_helpers import CONF, ROOT
 from msrcnn.config import validate
 
 TABLES = {  # experiment -> expected jobs: (backbone, head, the swept head value) ...

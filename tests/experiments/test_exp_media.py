@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from exp_helpers import record, tiny_wandb_run
 
+from exp_helpers import record, tiny_wandb_run
 from msrcnn.evaluation import load_coco_gt
 from msrcnn.training.media import WandbMedia
 

@@ -2,6 +2,7 @@
 
 import nbformat
 import pytest
+
 from exp_helpers import ROOT, tiny_wandb_run
 
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"

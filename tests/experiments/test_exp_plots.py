@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from exp_helpers import record, square_masks
 from faster_coco_eval.core import mask as mask_utils
 
+from exp_helpers import record, square_masks
 from msrcnn.evaluation.plots import (
     GalleryItem,
     decode_rle,

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from exp_helpers import CONF, QUIET_WANDB, TINY, run_script, tiny_wandb_run
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
+from exp_helpers import CONF, QUIET_WANDB, TINY, run_script, tiny_wandb_run
 from msrcnn.app.builders import build_detector
 from msrcnn.app.predict import checkpoint_categories, list_images, load_predictor, predict
 from msrcnn.config import to_plain, validate

@@ -7,6 +7,7 @@ import json
 import sys
 
 import pytest
+
 from exp_helpers import ROOT, TINY, fake_results, fake_run, run_script
 
 _spec = importlib.util.spec_from_file_location("experiments_report", ROOT / "experiments" / "report.py")

@@ -2,7 +2,7 @@
 
 import torch
 
-from conftest import rect_mask
+from model_testing import rect_mask
 from msrcnn.models import mask_iou_targets
 from msrcnn.models.maskiou import mask_area_in_boxes, present_class_targets, summed_area_table
 

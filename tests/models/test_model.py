@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models.detection import MaskRCNN
 
-from conftest import SMALL, small_model, synthetic_batch
+from model_testing import SMALL, small_model, synthetic_batch
 from msrcnn.models import INPUT_DESIGNS, TRAIN_TARGETS, MaskScoringRCNN, build_backbone
 
 EXPECTED_LOSSES = {

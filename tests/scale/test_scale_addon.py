@@ -1,35 +1,14 @@
 """Add-on mode: only the MaskIoU head is trained on top of a frozen, already-trained Mask R-CNN."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF, ROOT, TINY
 from msrcnn.app.builders import build_datamodule, build_detector, model_kwargs
 from msrcnn.app.train import prepare
 from msrcnn.config import to_plain
 from msrcnn.models import build_model
-
-
-def run_script(script, *overrides):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / script), *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc
+from msrcnn_testing import CONF, TINY, run_script
 
 
 def _config(*overrides):

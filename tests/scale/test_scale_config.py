@@ -10,11 +10,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
-from conftest import CONF, TINY
 from msrcnn.app.builders import build_trainer
 from msrcnn.config import ConfigError, validate
 from msrcnn.training import MaskScoringModule
 from msrcnn.training.checkpoint_io import AtomicCheckpointIO
+from msrcnn_testing import CONF, TINY
 
 SLURM_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 

@@ -1,33 +1,13 @@
 """Two DDP processes on CPU (gloo) through src/train.py: the evaluation counts every image exactly once."""
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
 
-from conftest import ROOT, TINY
+from msrcnn_testing import TINY, run_script
 
 KEYS = ("bbox", "segm", "segm_cls", "segm_oracle")
-
-
-def run_script(script, *overrides):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / script), *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc
 
 
 def _per_image(path):

@@ -12,9 +12,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF, ROOT, TINY
 from msrcnn.app.train import train
 from msrcnn.training import MaskScoringModule
+from msrcnn_testing import CONF, ROOT, TINY
 
 # 8 images in batches of 2: 4 steps per epoch; last.ckpt is refreshed at every epoch end.
 LONG = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["callbacks.last_every_n_steps=0"]

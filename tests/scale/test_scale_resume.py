@@ -1,17 +1,14 @@
 """Exact resume: a run stopped after k steps and resumed from last.ckpt repeats an uninterrupted run's losses."""
 
 import csv
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from conftest import ROOT, TINY
 from msrcnn.data import DetectionDataModule
 from msrcnn.data.samplers import sample_seed
+from msrcnn_testing import TINY, run_script
 
 SYNTHETIC = {
     "num_train": 8,
@@ -21,23 +18,6 @@ SYNTHETIC = {
     "max_objects": 6,
     "empty_fraction": 0.05,
 }
-
-
-def run_script(script, *overrides):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / script), *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc
 
 
 def _module(shapes_dir, **kwargs):

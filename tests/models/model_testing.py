@@ -1,0 +1,58 @@
+"""Small models and synthetic batches for the model tests."""
+
+import torch
+
+from msrcnn.models import build_model
+
+SMALL = dict(
+    backbone="r18_fpn",
+    returned_layers=[1, 2, 3, 4],
+    fpn_channels=16,
+    anchor_sizes=[[8], [16], [32], [64], [128]],
+    box_representation_size=64,
+    mask_head_channels=16,
+    maskiou_conv_channels=16,
+    maskiou_fc_dim=32,
+    min_size=96,
+    max_size=128,
+    box_batch_size_per_image=32,
+    box_positive_fraction=0.5,
+    rpn_pre_nms_top_n_train=200,
+    rpn_post_nms_top_n_train=100,
+    rpn_pre_nms_top_n_test=200,
+    rpn_post_nms_top_n_test=100,
+)
+
+
+def small_model(num_classes: int = 4, **overrides):
+    torch.manual_seed(0)
+    return build_model(num_classes=num_classes, **{**SMALL, **overrides})
+
+
+def rect_mask(h, w, y0, y1, x0, x1):
+    m = torch.zeros(h, w, dtype=torch.uint8)
+    m[y0:y1, x0:x1] = 1
+    return m
+
+
+def synthetic_batch(n_images: int = 2, size: int = 96, seed: int = 0):
+    """Images with two or three rectangles each and matching targets."""
+    g = torch.Generator().manual_seed(seed)
+    images, targets = [], []
+    for i in range(n_images):
+        img = torch.rand(3, size, size, generator=g) * 0.2
+        boxes, labels, masks = [], [], []
+        for y0, x0, s, lab in [(10, 10, 30, 1), (50, 40, 40, 2), (20, 60, 24, 3)][: 2 + i % 2]:
+            masks.append(rect_mask(size, size, y0, y0 + s, x0, x0 + s))
+            img[:, y0 : y0 + s, x0 : x0 + s] = 0.5 + 0.15 * lab
+            boxes.append([x0, y0, x0 + s, y0 + s])
+            labels.append(lab)
+        images.append(img)
+        targets.append(
+            dict(
+                boxes=torch.tensor(boxes, dtype=torch.float32),
+                labels=torch.tensor(labels, dtype=torch.int64),
+                masks=torch.stack(masks),
+            )
+        )
+    return images, targets

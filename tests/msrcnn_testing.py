@@ -1,0 +1,53 @@
+"""Shared test helpers: repository paths, the tiny demo configuration, running the scripts as a user does.
+
+Importable from every test module (``tests`` is on pytest's ``pythonpath``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# The demo experiment shrunk to seconds: 64 px images, a handful of steps.
+TINY = [
+    "experiment=demo",
+    "logger=none",
+    "data.synthetic.num_train=8",
+    "data.synthetic.num_val=4",
+    "data.synthetic.image_size=64",
+    "data.num_workers=0",
+    "data.batch_size=2",
+    "data.eval_batch_size=2",
+    "model.min_size=[64]",
+    "model.max_size=64",
+    "trainer.max_steps=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.max_time=null",
+]
+
+
+def run_script(
+    script: str, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """``python src/<script> args`` (or ``experiments/<script>`` when a folder is given) as a user runs it."""
+    path = ROOT / script if "/" in script else ROOT / "src" / script
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYDRA_FULL_ERROR": "0", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, str(path), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc
