@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from msrcnn.atomic import atomic_open
 
 __all__ = ["write_json_atomic"]
 
@@ -36,33 +37,6 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = No
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=indent, default=_json_default)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    with atomic_open(path, "w") as handle:
+        json.dump(obj, handle, indent=indent, default=_json_default)
     return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename by fsyncing its directory (best effort: not possible everywhere)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
