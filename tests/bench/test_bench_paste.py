@@ -4,6 +4,7 @@ import pytest
 import torch
 from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste
 
+from model_testing import SMALL as MODEL_SMALL
 from msrcnn.models import build_model
 from msrcnn.models.paste import FastPasteTransform, paste_masks_in_image
 
@@ -54,21 +55,7 @@ def test_paste_without_detections():
     assert out.shape == (0, 1, 30, 40) and out.dtype == torch.float32
 
 
-SMALL = dict(
-    backbone="r18_fpn",
-    returned_layers=[1, 2, 3, 4],
-    fpn_channels=16,
-    anchor_sizes=[[8], [16], [32], [64], [128]],
-    box_representation_size=64,
-    mask_head_channels=16,
-    maskiou_conv_channels=16,
-    maskiou_fc_dim=32,
-    min_size=96,
-    max_size=128,
-    rpn_pre_nms_top_n_test=200,
-    rpn_post_nms_top_n_test=100,
-    box_score_thresh=0.0,
-)
+SMALL = {**MODEL_SMALL, "box_score_thresh": 0.0}  # every detection kept: 100 masks to paste
 
 
 def test_model_option_gives_the_same_outputs():
