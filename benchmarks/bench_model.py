@@ -19,7 +19,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_pa
 import msrcnn.models.roi_heads as roi_heads_module
 from msrcnn.models import MaskScoringRCNN, build_model
 from msrcnn.models.maskiou import crop_masks, mask_iou_targets_matched, summed_area_table
-from msrcnn.models.paste import paste_masks_in_image as fast_paste_masks
+from msrcnn.ops.paste import paste_masks_in_image as fast_paste_masks
 
 NUM_CLASSES = 81  # COCO: 80 classes + background
 OUTPUT_KEYS = ("boxes", "labels", "scores", "masks")
@@ -348,7 +348,7 @@ def grid_sample_paste(
 ) -> torch.Tensor:
     """A batched paste in the style of detectron2's ``_do_paste_mask``: every image pixel samples
     its mask through ``grid_sample`` (chunks of ``chunk`` masks over the whole image). A
-    reference point for the design of ``msrcnn.models.paste``; not the same pixels as torchvision."""
+    reference point for the design of ``msrcnn.ops.paste``; not the same pixels as torchvision."""
     n = masks.shape[0]
     h, w = img_shape
     out = masks.new_empty((n, 1, h, w))
@@ -373,7 +373,7 @@ def paste_inputs(num: int, size: tuple[int, int], seed: int = 4):
 def bench_paste(
     num: int, size: tuple[int, int], repeats: int, warmup: int, grid: bool = True
 ) -> dict[str, Any]:
-    """torchvision's ``paste_masks_in_image`` vs ``msrcnn.models.paste`` (and a grid_sample paste)."""
+    """torchvision's ``paste_masks_in_image`` vs ``msrcnn.ops.paste`` (and a grid_sample paste)."""
     masks, boxes = paste_inputs(num, size)
     a = tv_paste_masks(masks, boxes, size)
     b = fast_paste_masks(masks, boxes, size)

@@ -52,6 +52,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert all(r["same_as_loops"] for r in results["soft_nms"].values())
     assert results["paste"]["equal_to_torchvision"]
     assert results["evaluation"]["ap_agree"]
+    assert results["evaluation"]["msrcnn"]["same_rles_from_pasted_masks"]
     assert [r["workers"] for r in results["data_loading"]["loaders"]] == [0, 1, 2]
     names = [t["name"] for t in results["targets"]]
     for fragment in ("inference", "train step", "Soft-NMS", "share of an inference", "evaluation"):

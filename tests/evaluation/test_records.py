@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 from pycocotools import mask as pmask
+from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste
 
-from msrcnn.evaluation import DetectionRecord, encode_masks, make_record
+from msrcnn.evaluation import DetectionRecord, encode_masks, encode_roi_masks, make_record
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 
@@ -53,6 +54,63 @@ def test_encode_masks_empty_and_bad_shape():
         encode_masks(torch.zeros(2, 3, 8, 8))
     with pytest.raises(ValueError, match="shape"):
         encode_masks(torch.zeros(8, 8))
+
+
+def _roi_case(k: int, h: int, w: int, seed: int, smooth: bool):
+    g = torch.Generator().manual_seed(seed)
+    # boxes overlapping the image partly or wholly, some spanning its full height or width
+    xy = torch.rand(k, 2, generator=g) * torch.tensor([w, h]) * 0.9 - 0.3 * torch.tensor([w, h])
+    wh = torch.rand(k, 2, generator=g) * torch.tensor([w, h]) * 1.3 + 0.3 * torch.tensor([w, h])
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[: k // 3, 1], boxes[: k // 3, 3] = -2.0, h + 3.0
+    if smooth:
+        grid = torch.linspace(-1, 1, 28)
+        radius = grid[None, :] ** 2 + grid[:, None] ** 2
+        masks = (2 - radius * torch.rand(k, 1, 1, 1, generator=g) * 4).sigmoid()
+    else:
+        masks = torch.rand(k, 1, 28, 28, generator=g)  # many short runs
+    return masks, boxes
+
+
+@pytest.mark.parametrize("smooth", [True, False])
+@pytest.mark.parametrize("k,h,w,seed", [(1, 5, 7, 0), (9, 31, 17, 1), (25, 64, 80, 2), (40, 13, 90, 3)])
+def test_encode_roi_masks_equals_encoding_the_pasted_masks(k, h, w, seed, smooth):
+    masks, boxes = _roi_case(k, h, w, seed, smooth)
+    pasted = tv_paste(masks, boxes, (h, w))
+    for threshold in (0.5, 0.8):
+        assert encode_roi_masks(masks, boxes, (h, w), threshold) == encode_masks(pasted, threshold)
+
+
+def test_encode_roi_masks_corner_cases():
+    h, w = 6, 5
+    boxes = torch.tensor([[0.0, 0.0, 5.0, 6.0], [1.0, 1.0, 3.0, 3.0], [-9.0, 0.0, -4.0, 6.0]])
+    full = torch.ones(3, 1, 28, 28)
+    rles = encode_roi_masks(full, boxes, (h, w))
+    # a mask covering the whole image is one foreground run after an empty background run
+    assert pmask.decode([{"size": [h, w], "counts": rles[0]["counts"].encode()}]).all()
+    assert [rles[0]] == encode_masks(torch.ones(1, 1, h, w))
+    assert [rles[2]] == encode_masks(torch.zeros(1, 1, h, w))  # outside the image: empty
+    assert rles == encode_masks(tv_paste(full[:2], boxes[:2], (h, w))) + [rles[2]]
+    assert encode_roi_masks(torch.zeros(0, 1, 28, 28), torch.zeros(0, 4), (h, w)) == []
+    with pytest.raises(ValueError, match="roi_masks"):
+        encode_roi_masks(torch.zeros(2, 28, 28), torch.zeros(2, 4), (h, w))
+    with pytest.raises(ValueError, match="boxes"):
+        encode_roi_masks(torch.zeros(2, 1, 28, 28), torch.zeros(3, 4), (h, w))
+
+
+def test_make_record_from_roi_masks_needs_the_image_size():
+    masks, boxes = _roi_case(12, 30, 40, 4, smooth=True)
+    output = {
+        "boxes": boxes,
+        "labels": torch.ones(12, dtype=torch.int64),
+        "scores": torch.rand(12),
+        "roi_masks": masks,
+    }
+    with pytest.raises(ValueError, match="image_size"):
+        make_record(output, 3, LABEL_TO_CAT)
+    record = make_record({**output, "image_size": (30, 40)}, 3, LABEL_TO_CAT, max_dets=7)
+    pasted = make_record({**output, "masks": tv_paste(masks, boxes, (30, 40))}, 3, LABEL_TO_CAT, max_dets=7)
+    assert len(record) == 7 and record.rles == pasted.rles
 
 
 def test_make_record_caps_to_top_max_dets_by_class_score():

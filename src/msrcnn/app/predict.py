@@ -212,6 +212,7 @@ def predict(cfg: DictConfig) -> Path:
     model, trained = load_predictor(cfg.ckpt_path, cfg.soft_nms)
     device = _device(cfg.device)
     model.to(device)
+    model.mask_output = "roi"  # the records hold RLEs, computed from the box-local masks (no paste)
     categories = checkpoint_categories(trained)
     label_to_cat_id = [0, *(cat_id for cat_id, _ in categories)]
     names = dict(categories)

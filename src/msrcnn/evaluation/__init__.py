@@ -17,13 +17,20 @@ from msrcnn.evaluation.coco_eval import (
     validate_records,
 )
 from msrcnn.evaluation.io import write_json_atomic
-from msrcnn.evaluation.records import DetectionRecord, encode_masks, label_to_cat_id_from_coco, make_record
+from msrcnn.evaluation.records import (
+    DetectionRecord,
+    encode_masks,
+    encode_roi_masks,
+    label_to_cat_id_from_coco,
+    make_record,
+)
 
 __all__ = [
     "AP_KEYS",
     "DetectionRecord",
     "coco_summary",
     "encode_masks",
+    "encode_roi_masks",
     "evaluate_records",
     "gt_mask_ious",
     "label_to_cat_id_from_coco",

@@ -21,7 +21,9 @@ import torch
 from faster_coco_eval.core import mask as mask_utils
 from torch import Tensor
 
-__all__ = ["DetectionRecord", "encode_masks", "label_to_cat_id_from_coco", "make_record"]
+from msrcnn.ops.paste import resize_masks_into_boxes
+
+__all__ = ["DetectionRecord", "encode_masks", "encode_roi_masks", "label_to_cat_id_from_coco", "make_record"]
 
 
 def encode_masks(masks: Tensor, threshold: float = 0.5) -> list[dict]:
@@ -50,6 +52,108 @@ def encode_masks(masks: Tensor, threshold: float = 0.5) -> list[dict]:
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return rles
+
+
+def encode_roi_masks(
+    roi_masks: Tensor,
+    boxes: Tensor,
+    image_size: tuple[int, int],
+    threshold: float = 0.5,
+    padding: int = 1,
+) -> list[dict]:
+    """The RLEs of the pasted masks, straight from the box-local mask probabilities.
+
+    Gives exactly ``encode_masks(paste_masks_in_image(roi_masks, boxes, image_size), threshold)``
+    (torchvision's paste geometry, see :func:`msrcnn.ops.paste.resize_masks_into_boxes`) without
+    building the ``[K, H, W]`` image-size masks: only the pixels inside the boxes are computed,
+    binarised and moved to the host (in one transfer), and the runs of all masks are found in one
+    vectorised pass over them.
+
+    Args:
+        roi_masks: ``[K, 1, M, M]`` mask probabilities in box coordinates (the model's ``roi_masks``).
+        boxes: ``[K, 4]`` xyxy boxes in image pixels.
+        image_size: ``(H, W)`` of the image.
+        threshold: binarisation threshold (``probability > threshold``).
+        padding: torchvision's paste padding (1).
+
+    Returns:
+        ``K`` compressed COCO RLEs ``{"size": [H, W], "counts": str}``.
+    """
+    if roi_masks.dim() != 4 or roi_masks.shape[1] != 1:
+        raise ValueError(f"expected roi_masks of shape [K, 1, M, M], got {tuple(roi_masks.shape)}")
+    if boxes.shape != (roi_masks.shape[0], 4):
+        raise ValueError(f"expected boxes of shape [{roi_masks.shape[0]}, 4], got {tuple(boxes.shape)}")
+    height, width = int(image_size[0]), int(image_size[1])
+    k = roi_masks.shape[0]
+    if k == 0:
+        return []
+    crops = resize_masks_into_boxes(roi_masks, boxes, (height, width), padding)
+    # Every crop column-major (COCO's order), binarised, each column preceded by one background
+    # pixel and each crop followed by one: all masks in one host transfer.
+    geometry = np.array([(c.y0, c.x0, c.values.shape[0], c.values.shape[1]) for c in crops], dtype=np.int64)
+    sizes = geometry[:, 3] * (geometry[:, 2] + 1) + 1
+    padded = roi_masks.new_zeros(int(sizes.sum()), dtype=torch.bool)
+    start = 0
+    for crop, size in zip(crops, sizes.tolist()):
+        h, w = crop.values.shape
+        padded[start : start + w * (h + 1)].view(w, h + 1)[:, 1:] = (crop.values > threshold).t()
+        start += size
+    padded = padded.cpu().numpy()
+    runs = _runs_from_padded_crops(padded, geometry, height, width)
+    rles = mask_utils.frPyObjects([{"counts": r, "size": [height, width]} for r in runs], height, width)
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii") if isinstance(rle["counts"], bytes) else rle["counts"]
+    return rles
+
+
+def _runs_from_padded_crops(
+    padded: np.ndarray, geometry: np.ndarray, height: int, width: int
+) -> list[list[int]]:
+    """COCO run lengths (first run = background) of each mask from its padded crop pixels.
+
+    ``padded`` concatenates, per crop of ``geometry`` row ``(y0, x0, h, w)``, its ``w`` columns of
+    ``1 + h`` pixels (a background pixel, then the column top to bottom) and one trailing
+    background pixel. The value changes exactly where a padded pixel differs from the one before
+    it: at a column pixel ``r`` the run boundary is that pixel's column-major image index; at a
+    background pixel it is just below the previous column. Only the changes are located (a few
+    per column); nothing is computed per pixel beyond the comparison.
+    """
+    k = len(geometry)
+    y0, x0, h, w = geometry.T
+    sizes = w * (h + 1) + 1  # padded pixels per crop
+    starts = np.cumsum(sizes) - sizes
+    idx = np.flatnonzero(padded[1:] != padded[:-1]) + 1
+    owner = np.searchsorted(starts, idx, side="right") - 1
+    local = idx - starts[owner]
+    col, row = np.divmod(local, h[owner] + 1)
+    # row 0 is the background pixel above column `col`: the change is below column `col - 1`
+    end_of_column = row == 0
+    col = col - end_of_column
+    row = np.where(end_of_column, h[owner], row - 1)
+    pos = (x0[owner] + col) * height + y0[owner] + row
+    # A column ending on the image's last row and the next column starting with foreground on its
+    # first row change at the same position: both changes cancel (COCO runs are never empty).
+    same = (pos[1:] == pos[:-1]) & (owner[1:] == owner[:-1])
+    if same.any():
+        keep = np.ones(len(pos), dtype=bool)
+        keep[:-1] &= ~same
+        keep[1:] &= ~same
+        pos, owner = pos[keep], owner[keep]
+    # Foreground up to the image's last pixel: no change at the end, the final run is foreground.
+    area = height * width
+    inside = pos < area
+    pos, owner = pos[inside], owner[inside]
+    # Run lengths: the distance to the previous change of the same mask (to 0 for its first one),
+    # then the final background run of each mask; all masks at once, split per mask at the end.
+    first = np.ones(len(pos), dtype=bool)
+    first[1:] = owner[1:] != owner[:-1]
+    lengths = (pos - np.where(first, 0, np.roll(pos, 1))).tolist()
+    bounds = np.searchsorted(owner, np.arange(k + 1)).tolist()
+    last = np.zeros(k, dtype=np.int64)
+    has_changes = np.diff(bounds) > 0
+    last[has_changes] = pos[np.asarray(bounds[1:])[has_changes] - 1]
+    final = (area - last).tolist()
+    return [lengths[bounds[j] : bounds[j + 1]] + [final[j]] for j in range(k)]
 
 
 @dataclass(eq=False)  # numpy fields: compare records field by field, not with ==
@@ -115,9 +219,13 @@ def make_record(
     Keeps the ``max_dets`` detections with the highest class score (sorted by decreasing
     class score), selects and binarises on the output's device, then moves to the CPU once
     per field. ``mask_scores`` is not read: the record recomputes ``scores * mask_ious``.
+    The masks are either pasted ``masks`` ``[K, 1, H, W]`` or, from a model with
+    ``mask_output="roi"``, ``roi_masks`` ``[K, 1, M, M]`` with ``image_size`` (the same RLEs,
+    computed from the box regions only: :func:`encode_roi_masks`).
 
     Args:
-        output: ``boxes``, ``labels``, ``scores``, optionally ``masks`` and ``mask_ious``.
+        output: ``boxes``, ``labels``, ``scores``, optionally ``masks`` (or ``roi_masks`` and
+            ``image_size``) and ``mask_ious``.
         image_id: the dataset's image id.
         label_to_cat_id: indexed BY THE CONTIGUOUS LABEL: ``label_to_cat_id[l]`` is the dataset
             category id of model label ``l``; entry 0 is the background (any value), so it has
@@ -140,6 +248,19 @@ def make_record(
         )
     mask_ious = output.get("mask_ious")
     masks = output.get("masks")
+    if masks is not None:
+        rles = encode_masks((masks.detach() > mask_threshold)[order])  # binarise, then gather
+    elif output.get("roi_masks") is not None:
+        if "image_size" not in output:
+            raise ValueError(f"image {image_id}: an output with 'roi_masks' needs 'image_size' (H, W)")
+        rles = encode_roi_masks(
+            output["roi_masks"].detach()[order],
+            output["boxes"].detach()[order],
+            output["image_size"],
+            mask_threshold,
+        )
+    else:
+        rles = None
     return DetectionRecord(
         image_id=int(image_id),
         boxes=output["boxes"][order].detach().float().cpu().numpy().reshape(-1, 4),
@@ -148,9 +269,7 @@ def make_record(
         mask_ious=None
         if mask_ious is None
         else mask_ious[order].detach().float().clamp(0.0, 1.0).cpu().numpy(),
-        rles=None
-        if masks is None
-        else encode_masks((masks.detach() > mask_threshold)[order]),  # binarise, then gather
+        rles=rles,
     )
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.ops import MultiScaleRoIAlign
 
 from msrcnn.models.maskiou import InputDesign, MaskIoUHead, TrainTarget
-from msrcnn.models.paste import FastPasteTransform
 from msrcnn.models.roi_heads import MaskIoUConfig, MaskScoringRoIHeads, SoftNMSConfig
+from msrcnn.models.transform import MaskOutput, MaskScoringTransform
 
 
 class MaskScoringRCNN(MaskRCNN):
@@ -30,9 +33,13 @@ class MaskScoringRCNN(MaskRCNN):
             (the reference code does not detach; default False).
         soft_nms: enable Soft-NMS in place of NMS; ``soft_nms_method`` ``linear``/``gaussian``,
             ``soft_nms_iou_threshold`` (Nt), ``soft_nms_sigma``, ``soft_nms_score_threshold``.
-        fast_mask_paste: paste the masks into the image with :func:`msrcnn.models.paste.paste_masks_in_image`
+        fast_mask_paste: paste the masks into the image with :func:`msrcnn.ops.paste.paste_masks_in_image`
             (one output allocation instead of a canvas per detection; the same masks, bit for bit).
             Default False: torchvision's paste.
+        mask_output: ``"image"`` (default, torchvision's ``masks`` ``[K, 1, H, W]`` pasted into the
+            image) or ``"roi"`` (``roi_masks`` ``[K, 1, 28, 28]`` in box coordinates plus ``image_size``,
+            no paste: what the COCO evaluation needs). Settable later (``model.mask_output = "roi"``,
+            or ``with model.roi_mask_output(): ...``); see :mod:`msrcnn.models.transform`.
 
     The MaskIoU parameters live under ``roi_heads.maskiou_head`` (and ``roi_heads.maskiou_roi_pool``
     has none), so a torchvision ``MaskRCNN`` state dict loads with ``strict=False`` with only
@@ -60,11 +67,13 @@ class MaskScoringRCNN(MaskRCNN):
         soft_nms_sigma: float = 0.5,
         soft_nms_score_threshold: float = 1e-3,
         fast_mask_paste: bool = False,
+        mask_output: MaskOutput = "image",
         **kwargs,
     ) -> None:
         super().__init__(backbone, num_classes=num_classes, **kwargs)
-        if fast_mask_paste:
-            self.transform = FastPasteTransform.from_transform(self.transform)
+        self.transform = MaskScoringTransform.from_transform(
+            self.transform, fast_paste=fast_mask_paste, mask_output=mask_output
+        )
         heads = self.roi_heads
         mask_pool: MultiScaleRoIAlign = heads.mask_roi_pool
         roi_size = _as_int(mask_pool.output_size)
@@ -105,6 +114,25 @@ class MaskScoringRCNN(MaskRCNN):
                 score_threshold=soft_nms_score_threshold,
             ),
         )
+
+    @property
+    def mask_output(self) -> MaskOutput:
+        """``"image"``: pasted ``masks``; ``"roi"``: box-local ``roi_masks`` (see :mod:`msrcnn.models.transform`)."""
+        return self.transform.mask_output
+
+    @mask_output.setter
+    def mask_output(self, value: MaskOutput) -> None:
+        self.transform.mask_output = value
+
+    @contextmanager
+    def roi_mask_output(self) -> Iterator[None]:
+        """Within the block the model returns box-local ``roi_masks`` (no paste); restored after."""
+        previous = self.mask_output
+        self.mask_output = "roi"
+        try:
+            yield
+        finally:
+            self.mask_output = previous
 
     @property
     def has_maskiou(self) -> bool:

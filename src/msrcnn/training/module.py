@@ -6,6 +6,7 @@ It knows nothing about COCO: evaluation goes through an injected evaluator with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from typing import Any, Protocol
@@ -168,7 +169,10 @@ class MaskScoringModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, targets = batch
-        outputs = self.model(list(images))
+        # box-local masks: the evaluator RLE-encodes the pasted masks without building them
+        roi_masks = getattr(self.model, "roi_mask_output", None)
+        with roi_masks() if roi_masks is not None else contextlib.nullcontext():
+            outputs = self.model(list(images))
         if self.evaluator is not None:
             self.evaluator.update(outputs, list(targets))
 

@@ -1,12 +1,14 @@
-"""msrcnn.models.paste: the same full-image masks as torchvision's paste, and the opt-in model option."""
+"""msrcnn.ops.paste and the model's mask outputs: torchvision's pasted masks, bit for bit, or box-local masks."""
 
 import pytest
 import torch
 from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste
 
 from model_testing import SMALL as MODEL_SMALL
+from msrcnn.evaluation import encode_masks, make_record
 from msrcnn.models import build_model
-from msrcnn.models.paste import FastPasteTransform, paste_masks_in_image
+from msrcnn.models.transform import MaskScoringTransform
+from msrcnn.ops.paste import paste_masks_in_image, resize_masks_into_boxes
 
 
 def random_case(n, h, w, seed):
@@ -62,9 +64,7 @@ def test_model_option_gives_the_same_outputs():
     torch.manual_seed(0)
     default = build_model(num_classes=4, **SMALL).eval()
     fast = build_model(num_classes=4, fast_mask_paste=True, **SMALL).eval()
-    assert isinstance(fast.transform, FastPasteTransform) and not isinstance(
-        default.transform, FastPasteTransform
-    )
+    assert fast.transform.fast_paste and not default.transform.fast_paste
     assert default.state_dict().keys() == fast.state_dict().keys()  # checkpoints are interchangeable
     fast.load_state_dict(default.state_dict())
     g = torch.Generator().manual_seed(0)
@@ -81,8 +81,45 @@ def test_model_option_gives_the_same_outputs():
 def test_transform_keeps_torchvision_preprocessing():
     torch.manual_seed(0)
     model = build_model(num_classes=4, **SMALL)
-    fast = FastPasteTransform.from_transform(model.transform)
+    fast = MaskScoringTransform.from_transform(model.transform, fast_paste=True)
     images = [torch.rand(3, 70, 100)]
     a, _ = model.transform(images)
     b, _ = fast(images)
     assert torch.equal(a.tensors, b.tensors) and a.image_sizes == b.image_sizes
+
+
+def test_boxes_outside_the_image_give_empty_crops():
+    # torchvision's slicing fails on these; the crops are empty and the pasted masks all background
+    boxes = torch.tensor([[-30.0, 2.0, -10.0, 9.0], [70.0, 2.0, 90.0, 9.0], [5.0, 50.0, 9.0, 70.0]])
+    masks = torch.ones(3, 1, 28, 28)
+    crops = resize_masks_into_boxes(masks, boxes, (40, 60))
+    assert [c.values.numel() for c in crops] == [0, 0, 0]
+    assert not paste_masks_in_image(masks, boxes, (40, 60)).any()
+
+
+def test_roi_mask_output_gives_the_same_records_without_pasting():
+    torch.manual_seed(0)
+    model = build_model(num_classes=4, **SMALL).eval()
+    assert model.mask_output == "image"
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 96, 120, generator=g), torch.rand(3, 110, 90, generator=g)]
+    with torch.no_grad():
+        pasted = model(images)
+        with model.roi_mask_output():
+            assert model.mask_output == "roi"
+            roi = model(images)
+        assert model.mask_output == "image"  # restored
+    for image, a, b in zip(images, pasted, roi):
+        assert "masks" not in b and b["roi_masks"].shape == (len(a["boxes"]), 1, 28, 28)
+        assert b["image_size"] == tuple(image.shape[-2:])
+        assert len(a["boxes"]) > 0
+        for key in ("boxes", "labels", "scores", "mask_ious", "mask_scores"):
+            assert torch.equal(a[key], b[key]), key
+        # the evaluator's RLEs are those of torchvision's pasted masks, bit for bit
+        table = [0, 1, 2, 3, 4]
+        ra, rb = make_record(a, 1, table), make_record(b, 1, table)
+        assert ra.rles == rb.rles and ra.rles == encode_masks(
+            a["masks"][torch.argsort(a["scores"], descending=True, stable=True)]
+        )
+    with pytest.raises(ValueError, match="mask_output"):
+        model.mask_output = "full"

@@ -1,0 +1,91 @@
+"""``MaskScoringTransform``: torchvision's ``GeneralizedRCNNTransform`` with a choice of mask output.
+
+Pre-processing (normalisation, resizing, batching) is torchvision's, unchanged. ``postprocess``
+scales the boxes back to the original image as torchvision does, then, by ``mask_output``:
+
+* ``"image"`` (torchvision's format): ``masks`` ``[K, 1, H, W]`` probabilities pasted into the
+  original image, with torchvision's paste or, with ``fast_paste=True``, with
+  :func:`msrcnn.ops.paste.paste_masks_in_image` (bit-identical, one output allocation instead of a
+  canvas per detection);
+* ``"roi"``: no paste; ``roi_masks`` ``[K, 1, M, M]`` are the mask probabilities in box coordinates
+  (the mask head's output for each detection's class) and ``image_size`` the original ``(H, W)``.
+  This is what the COCO evaluation consumes (``msrcnn.evaluation.encode_roi_masks`` gives the RLEs
+  of the pasted masks, bit for bit, without building them): at 100 detections the pasted masks are
+  100 x H x W floats per image, most of the inference's memory traffic.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor
+from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks_in_image
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes, resize_keypoints
+
+from msrcnn.ops.paste import paste_masks_in_image
+
+__all__ = ["MASK_OUTPUTS", "MaskOutput", "MaskScoringTransform"]
+
+MaskOutput = Literal["image", "roi"]
+MASK_OUTPUTS: tuple[str, ...] = ("image", "roi")
+
+
+class MaskScoringTransform(GeneralizedRCNNTransform):
+    """``GeneralizedRCNNTransform`` whose ``postprocess`` returns pasted or box-local masks."""
+
+    def __init__(self, *args, fast_paste: bool = False, mask_output: MaskOutput = "image", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast_paste = fast_paste
+        self.mask_output = mask_output
+
+    @property
+    def mask_output(self) -> MaskOutput:
+        return self._mask_output
+
+    @mask_output.setter
+    def mask_output(self, value: MaskOutput) -> None:
+        if value not in MASK_OUTPUTS:
+            raise ValueError(f"mask_output must be one of {MASK_OUTPUTS}, got {value!r}")
+        self._mask_output = value
+
+    @classmethod
+    def from_transform(
+        cls,
+        transform: GeneralizedRCNNTransform,
+        *,
+        fast_paste: bool = False,
+        mask_output: MaskOutput = "image",
+    ) -> MaskScoringTransform:
+        """The same transform (sizes, mean/std, divisibility) with the chosen mask output."""
+        return cls(
+            transform.min_size,
+            transform.max_size,
+            transform.image_mean,
+            transform.image_std,
+            size_divisible=transform.size_divisible,
+            fixed_size=transform.fixed_size,
+            _skip_resize=transform._skip_resize,
+            fast_paste=fast_paste,
+            mask_output=mask_output,
+        )
+
+    def postprocess(
+        self,
+        result: list[dict[str, Tensor]],
+        image_shapes: list[tuple[int, int]],
+        original_image_sizes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        if self.training:
+            return result
+        paste = paste_masks_in_image if self.fast_paste else tv_paste_masks_in_image
+        for pred, im_s, o_im_s in zip(result, image_shapes, original_image_sizes):
+            pred["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)
+            if "masks" in pred:
+                if self.mask_output == "roi":
+                    pred["roi_masks"] = pred.pop("masks")
+                    pred["image_size"] = (int(o_im_s[0]), int(o_im_s[1]))
+                else:
+                    pred["masks"] = paste(pred["masks"], pred["boxes"], o_im_s)
+            if "keypoints" in pred:
+                pred["keypoints"] = resize_keypoints(pred["keypoints"], im_s, o_im_s)
+        return result
