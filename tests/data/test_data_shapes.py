@@ -62,6 +62,7 @@ def test_different_seed_or_parameters_differ(tmp_path: Path) -> None:
 def test_generation_is_cached_and_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = generate_shapes(tmp_path, seed=5, **TINY)
     stamp = (path / "annotations" / "instances_train.json").stat().st_mtime_ns
+
     def no_regeneration(*args, **kwargs):
         raise AssertionError("a cached dataset must not be generated again")
 
