@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 
@@ -401,3 +402,19 @@ def test_maskiou_pearson_edge_cases():
     assert maskiou_pearson(np.array([0.1, 0.4, 0.8]), np.array([0.2, 0.5, 0.7])) == pytest.approx(
         np.corrcoef([0.1, 0.4, 0.8], [0.2, 0.5, 0.7])[0, 1]
     )
+
+
+def test_records_carrying_mask_areas_and_boxes_evaluate_the_same(coco_gt, records):
+    """Records encoded by the compiled kernel carry each mask's COCO area and box; the evaluation
+    takes them instead of decoding every RLE, with the same result."""
+    with_geometry = [
+        dataclasses.replace(
+            r, mask_areas=pmask.area(r.rles).astype(np.float64), mask_boxes=pmask.toBbox(r.rles)
+        )
+        for r in records
+    ]
+    plain = evaluate_records(coco_gt, records, ndigits=None)
+    assert evaluate_records(coco_gt, with_geometry, ndigits=None) == plain
+    # They are really used: with every area 0, every mask is "small".
+    zero_areas = [dataclasses.replace(r, mask_areas=np.zeros(len(r))) for r in with_geometry]
+    assert evaluate_records(coco_gt, zero_areas, ndigits=None)["segm"] != plain["segm"]

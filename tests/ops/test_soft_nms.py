@@ -9,7 +9,21 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from msrcnn.ops import SOFT_NMS_METHODS, batched_soft_nms, soft_nms
+from msrcnn.ops import SOFT_NMS_METHODS, batched_soft_nms, cpu_kernel_available, soft_nms
+
+MODULE = importlib.import_module("msrcnn.ops.soft_nms")  # the attribute is shadowed by the function
+
+
+@pytest.fixture(params=["kernel", "rounds"], autouse=True)
+def implementation(request, monkeypatch):
+    """Every test runs on both CPU implementations: the compiled kernel and the vectorised rounds
+    (the GPU path), forced by hiding the kernel."""
+    if request.param == "kernel":
+        if not cpu_kernel_available():
+            pytest.skip("the compiled CPU kernel is not built (make install builds it)")
+    else:
+        monkeypatch.setattr(MODULE, "_soft_nms_cpu", None)
+    return request.param
 
 
 def reference_soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=1e-3, method="linear"):
@@ -86,15 +100,14 @@ def test_single_class_matches_reference_with_other_parameters(method):
     assert_matches(keep, new_scores, reference_soft_nms(boxes, scores, **kwargs))
 
 
-def test_chunked_classes_match_reference(monkeypatch):
-    """A tiny IoU budget forces one chunk per class; results must not change."""
-    module = importlib.import_module("msrcnn.ops.soft_nms")  # the attribute is shadowed by the function
+def test_pair_budget_does_not_change_the_result(monkeypatch):
+    """A tiny pair budget makes the vectorised path build the overlapping pairs one row at a time."""
     g = torch.Generator().manual_seed(3)
     boxes = random_boxes(200, g)
     scores = torch.rand(200, generator=g)
     idxs = torch.randint(0, 6, (200,), generator=g)
     expected = batched_soft_nms(boxes, scores, idxs)
-    monkeypatch.setattr(module, "_IOU_BUDGET", 1)
+    monkeypatch.setattr(MODULE, "_PAIR_BUDGET", 1)
     keep, new_scores = batched_soft_nms(boxes, scores, idxs)
     assert torch.equal(keep, expected[0])
     assert torch.equal(new_scores, expected[1])
@@ -192,17 +205,52 @@ def test_low_precision_scores(dtype):
         assert score == pytest.approx(expected[index], rel=1e-2, abs=1e-3)
 
 
-def test_chunks_group_classes_of_similar_size():
-    module = importlib.import_module("msrcnn.ops.soft_nms")
-    counts = [70, 60, 40, 23, 20, 9, 5, 5, 1, 1, 1]
-    chunks = module._class_chunks(counts, budget=1 << 22)
-    assert chunks[0][0] == 0 and chunks[-1][1] == len(counts)
-    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))  # a partition, in order
-    for start, stop in chunks:
-        assert all(counts[i] * 3 > counts[start] for i in range(start, stop))
-    assert chunks == [(0, 3), (3, 6), (6, 8), (8, 11)]
-    assert module._class_chunks([10, 10, 10], budget=200) == [(0, 2), (2, 3)]  # 2 * 10 * 10 entries fit
-    assert module._class_chunks([500], budget=1) == [(0, 1)]  # one class always forms a chunk
+def test_row_chunks_partition_rows_within_budget():
+    pair_ends = [3, 5, 6, 6, 16, 17, 18]  # rows of 3, 2, 1, 0, 10, 1, 1 pairs
+    chunks = MODULE._row_chunks(pair_ends, budget=6)
+    assert chunks == [(0, 4), (4, 5), (5, 7)]  # the 10-pair row alone, over budget
+    assert MODULE._row_chunks(pair_ends, budget=100) == [(0, 7)]
+    assert MODULE._row_chunks([0, 0], budget=1) == [(0, 2)]
+
+
+def test_ties_go_to_the_lower_index_and_order_equal_scores_by_index():
+    # Boxes 0 and 2 are identical with equal scores: 0 is selected, 2 rescaled by 1 - IoU = 0 and
+    # dropped. Boxes 1 and 3 do not overlap anything and share a score: ordered by index.
+    boxes = torch.tensor([[0.0, 0.0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10], [80, 80, 90, 90]])
+    keep, new_scores = soft_nms(boxes, torch.tensor([0.7, 0.5, 0.7, 0.5]))
+    assert keep.tolist() == [0, 1, 3]
+    assert new_scores.tolist() == pytest.approx([0.7, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("method", SOFT_NMS_METHODS)
+def test_exact_ties_match_reference(method):
+    """Scores drawn from 5 values and duplicated boxes: ties everywhere, same result as the reference."""
+    g = torch.Generator().manual_seed(21)
+    boxes = random_boxes(150, g)
+    boxes = torch.cat([boxes, boxes[:40]])
+    scores = torch.tensor([0.2, 0.4, 0.6, 0.8, 1.0])[torch.randint(0, 5, (190,), generator=g)]
+    idxs = torch.randint(0, 3, (190,), generator=g)
+    kwargs = {"method": method, "iou_threshold": 0.3, "sigma": 0.5, "score_threshold": 1e-3}
+    keep, new_scores = batched_soft_nms(boxes, scores, idxs, **kwargs)
+    assert_matches(keep, new_scores, reference_batched(boxes, scores, idxs, **kwargs))
+
+
+@pytest.mark.parametrize("method", SOFT_NMS_METHODS)
+def test_float64_inputs_match_reference(method):
+    g = torch.Generator().manual_seed(5)
+    boxes = random_boxes(200, g).double()
+    scores = torch.rand(200, generator=g, dtype=torch.float64)
+    idxs = torch.randint(0, 5, (200,), generator=g)
+    keep, new_scores = batched_soft_nms(boxes, scores, idxs, method=method)
+    assert new_scores.dtype == torch.float64
+    assert_matches(keep, new_scores, reference_batched(boxes, scores, idxs, method=method))
+
+
+def test_scores_carry_no_gradient():
+    scores = torch.tensor([0.9, 0.8], requires_grad=True)
+    boxes = torch.tensor([[0.0, 0.0, 10, 10], [0, 0, 10, 11]])
+    _, new_scores = soft_nms(boxes, scores)
+    assert not new_scores.requires_grad
 
 
 @pytest.mark.parametrize("method", SOFT_NMS_METHODS)
@@ -219,6 +267,7 @@ def test_skewed_class_sizes_match_reference(method):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("implementation", ["kernel"], indirect=True)  # CPU side: the kernel
 @pytest.mark.parametrize("method", SOFT_NMS_METHODS)
 def test_cuda_matches_cpu(method):
     g = torch.Generator().manual_seed(9)
@@ -232,3 +281,65 @@ def test_cuda_matches_cpu(method):
     expected = dict(zip(keep.tolist(), new_scores.tolist()))
     for index, score in zip(keep_cuda.cpu().tolist(), scores_cuda.cpu().tolist()):
         assert score == pytest.approx(expected[index], abs=1e-5)
+
+
+@pytest.mark.parametrize("implementation", ["kernel"], indirect=True)  # compares both itself
+@pytest.mark.parametrize("method", SOFT_NMS_METHODS)
+@pytest.mark.parametrize("num", [1000, 2000])
+def test_kernel_and_rounds_agree_on_benchmark_scale_inputs(method, num, monkeypatch):
+    """The two CPU implementations on the benchmark's clustered detections over 80 classes."""
+    if not cpu_kernel_available():
+        pytest.skip("the compiled CPU kernel is not built (make install builds it)")
+    g = torch.Generator().manual_seed(num)
+    centres = torch.rand(num // 40, 2, generator=g) * 800
+    pick = torch.randint(0, num // 40, (num,), generator=g)
+    xy = centres[pick] + torch.randn(num, 2, generator=g) * 15
+    wh = 40 + torch.rand(num, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = 0.05 + 0.95 * torch.rand(num, generator=g)
+    idxs = torch.randint(0, 80, (num,), generator=g)
+    keep, new_scores = batched_soft_nms(boxes, scores, idxs, method=method)
+    monkeypatch.setattr(MODULE, "_soft_nms_cpu", None)
+    keep_rounds, scores_rounds = batched_soft_nms(boxes, scores, idxs, method=method)
+    assert set(keep.tolist()) == set(keep_rounds.tolist())
+    expected = dict(zip(keep.tolist(), new_scores.tolist()))
+    for index, score in zip(keep_rounds.tolist(), scores_rounds.tolist()):
+        assert score == pytest.approx(expected[index], abs=1e-6)
+
+
+@pytest.mark.parametrize("implementation", ["kernel"], indirect=True)  # compares both itself
+def test_degenerate_boxes_agree_between_implementations(monkeypatch):
+    """Empty boxes make 0/0 IoUs (NaN): a NaN factor drops the box in both implementations."""
+    if not cpu_kernel_available():
+        pytest.skip("the compiled CPU kernel is not built (make install builds it)")
+    boxes = torch.tensor([[5.0, 5, 5, 5], [5, 5, 5, 5], [0, 0, 10, 10], [0, 0, 10, 0]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    results = {}
+    for name in ("kernel", "rounds"):
+        if name == "rounds":
+            monkeypatch.setattr(MODULE, "_soft_nms_cpu", None)
+        results[name] = [(m, soft_nms(boxes, scores, method=m)) for m in SOFT_NMS_METHODS]
+    for (method, (keep_k, scores_k)), (_, (keep_r, scores_r)) in zip(results["kernel"], results["rounds"]):
+        assert keep_k.tolist() == keep_r.tolist(), method
+        assert torch.equal(scores_k, scores_r), method
+
+
+@pytest.mark.parametrize("implementation", ["kernel"], indirect=True)  # compares both itself
+def test_kernel_rejects_inconsistent_buffers():
+    if not cpu_kernel_available():
+        pytest.skip("the compiled CPU kernel is not built (make install builds it)")
+    import numpy as np
+
+    from msrcnn.ops import _soft_nms_cpu
+
+    boxes = np.zeros((3, 4), dtype=np.float32)
+    scores = np.ones(3, dtype=np.float32)
+    out_pos, out_score = np.empty(3, dtype=np.int64), np.empty(3, dtype=np.float32)
+    with pytest.raises(ValueError, match="offsets"):
+        _soft_nms_cpu.soft_nms(
+            boxes, scores, np.array([0, 2], dtype=np.int64), 0.3, 0.5, 1e-3, False, out_pos, out_score
+        )
+    with pytest.raises(ValueError, match="non-decreasing"):
+        _soft_nms_cpu.soft_nms(
+            boxes, scores, np.array([0, 2, 1, 3], dtype=np.int64), 0.3, 0.5, 1e-3, False, out_pos, out_score
+        )

@@ -163,6 +163,8 @@ def _keep(record: DetectionRecord, score_threshold: float) -> DetectionRecord:
         labels=record.labels[keep],
         mask_ious=None if record.mask_ious is None else record.mask_ious[keep],
         rles=None if record.rles is None else [record.rles[i] for i in keep],
+        mask_areas=None if record.mask_areas is None else record.mask_areas[keep],
+        mask_boxes=None if record.mask_boxes is None else record.mask_boxes[keep],
     )
 
 

@@ -23,6 +23,11 @@ from torch import Tensor
 
 from msrcnn.ops.paste import resize_masks_into_boxes
 
+try:  # built by `make install` or `pip install`; see setup.py
+    from msrcnn.evaluation import _rle_cpu
+except ImportError:  # pragma: no cover - exercised where the extension is not built
+    _rle_cpu = None
+
 __all__ = ["DetectionRecord", "encode_masks", "encode_roi_masks", "label_to_cat_id_from_coco", "make_record"]
 
 
@@ -65,9 +70,11 @@ def encode_roi_masks(
 
     Gives exactly ``encode_masks(paste_masks_in_image(roi_masks, boxes, image_size), threshold)``
     (torchvision's paste geometry, see :func:`msrcnn.ops.paste.resize_masks_into_boxes`) without
-    building the ``[K, H, W]`` image-size masks: only the pixels inside the boxes are computed,
-    binarised and moved to the host (in one transfer), and the runs of all masks are found in one
-    vectorised pass over them.
+    building the ``[K, H, W]`` image-size masks: only the pixels inside the boxes are computed.
+    For float32 masks on the CPU, a compiled kernel (``_rle_cpu.c``) binarises them and writes the
+    RLE strings in one pass; otherwise (GPU, other dtypes, kernel not built) they are binarised
+    where they are, moved to the host in one transfer, and the runs of all masks are found in one
+    vectorised NumPy pass.
 
     Args:
         roi_masks: ``[K, 1, M, M]`` mask probabilities in box coordinates (the model's ``roi_masks``).
@@ -79,6 +86,19 @@ def encode_roi_masks(
     Returns:
         ``K`` compressed COCO RLEs ``{"size": [H, W], "counts": str}``.
     """
+    return _encode_roi_masks(roi_masks, boxes, image_size, threshold, padding)[0]
+
+
+def _encode_roi_masks(
+    roi_masks: Tensor,
+    boxes: Tensor,
+    image_size: tuple[int, int],
+    threshold: float = 0.5,
+    padding: int = 1,
+) -> tuple[list[dict], np.ndarray | None, np.ndarray | None]:
+    """:func:`encode_roi_masks`, plus each mask's COCO area and box ``[x, y, w, h]`` (what
+    ``mask.area`` / ``mask.toBbox`` give for its RLE) when the compiled kernel computed them on the
+    way (None otherwise)."""
     if roi_masks.dim() != 4 or roi_masks.shape[1] != 1:
         raise ValueError(f"expected roi_masks of shape [K, 1, M, M], got {tuple(roi_masks.shape)}")
     if boxes.shape != (roi_masks.shape[0], 4):
@@ -86,8 +106,19 @@ def encode_roi_masks(
     height, width = int(image_size[0]), int(image_size[1])
     k = roi_masks.shape[0]
     if k == 0:
-        return []
+        return [], np.zeros(0), np.zeros((0, 4))
     crops = resize_masks_into_boxes(roi_masks, boxes, (height, width), padding)
+    if _rle_cpu is not None and roi_masks.device.type == "cpu" and roi_masks.dtype == torch.float32:
+        areas, mask_boxes = np.empty(k), np.empty((k, 4))
+        strings = _rle_cpu.encode_crops(
+            [(c.y0, c.x0, c.values.detach().numpy()) for c in crops],
+            height,
+            width,
+            threshold,
+            areas,
+            mask_boxes,
+        )
+        return [{"size": [height, width], "counts": counts} for counts in strings], areas, mask_boxes
     # Every crop column-major (COCO's order), binarised, each column preceded by one background
     # pixel and each crop followed by one: all masks in one host transfer.
     geometry = np.array([(c.y0, c.x0, c.values.shape[0], c.values.shape[1]) for c in crops], dtype=np.int64)
@@ -103,7 +134,7 @@ def encode_roi_masks(
     rles = mask_utils.frPyObjects([{"counts": r, "size": [height, width]} for r in runs], height, width)
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii") if isinstance(rle["counts"], bytes) else rle["counts"]
-    return rles
+    return rles, None, None
 
 
 def _runs_from_padded_crops(
@@ -167,6 +198,10 @@ class DetectionRecord:
         labels: ``int64 [K]`` the dataset's category ids (not the contiguous model labels).
         mask_ious: ``float32 [K]`` predicted MaskIoU in [0, 1], or None for a plain Mask R-CNN.
         rles: ``K`` compressed RLE masks, or None when the model predicts no masks.
+        mask_areas: ``float64 [K]`` each RLE's area, as COCO's ``mask.area`` gives it, when it was
+            computed while encoding (None: the evaluation computes it from the RLEs).
+        mask_boxes: ``float64 [K, 4]`` each RLE's box ``[x, y, w, h]``, as COCO's ``mask.toBbox``
+            gives it, or None (likewise).
     """
 
     image_id: int
@@ -175,6 +210,8 @@ class DetectionRecord:
     labels: np.ndarray
     mask_ious: np.ndarray | None = None
     rles: list[dict] | None = None
+    mask_areas: np.ndarray | None = None
+    mask_boxes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         """Check that every per-detection field has the same length."""
@@ -184,6 +221,11 @@ class DetectionRecord:
             sizes["mask_ious"] = len(self.mask_ious)
         if self.rles is not None:
             sizes["rles"] = len(self.rles)
+        for name in ("mask_areas", "mask_boxes"):
+            if getattr(self, name) is not None:
+                if self.rles is None:
+                    raise ValueError(f"image {self.image_id}: {name} without rles")
+                sizes[name] = len(getattr(self, name))
         bad = {name: n for name, n in sizes.items() if n != k}
         if bad:
             raise ValueError(f"image {self.image_id}: {k} scores but {bad}")
@@ -248,12 +290,13 @@ def make_record(
         )
     mask_ious = output.get("mask_ious")
     masks = output.get("masks")
+    mask_areas = mask_boxes = None
     if masks is not None:
         rles = encode_masks((masks.detach() > mask_threshold)[order])  # binarise, then gather
     elif output.get("roi_masks") is not None:
         if "image_size" not in output:
             raise ValueError(f"image {image_id}: an output with 'roi_masks' needs 'image_size' (H, W)")
-        rles = encode_roi_masks(
+        rles, mask_areas, mask_boxes = _encode_roi_masks(
             output["roi_masks"].detach()[order],
             output["boxes"].detach()[order],
             output["image_size"],
@@ -270,6 +313,8 @@ def make_record(
         if mask_ious is None
         else mask_ious[order].detach().float().clamp(0.0, 1.0).cpu().numpy(),
         rles=rles,
+        mask_areas=mask_areas,
+        mask_boxes=mask_boxes,
     )
 
 
