@@ -406,13 +406,14 @@ def run_evaluation(p: dict, repeats: int, warmup: int, results: dict, tables: li
     tables.append(table)
     targets.append(
         Target(
-            "evaluation: speed-up over torchmetrics (pycocotools backend), from model outputs",
-            r["speedup_vs_torchmetrics_pycocotools"],
+            # Like for like: torchmetrics evaluates bbox + one segm ranking, and so does this figure.
+            "evaluation: speed-up over torchmetrics (pycocotools backend), from model outputs, same work",
+            r["one_ranking_speedup_vs_torchmetrics_pycocotools"],
             EVAL_SPEEDUP,
             ">=",
             "x",
-            note=f"one ranking {r['one_ranking_speedup_vs_torchmetrics_pycocotools']:.2f}x; evaluate_records alone "
-            f"vs torchmetrics compute {alone:.2f}x, one ranking {alone_one:.2f}x",
+            note=f"with the paper's 3 segm rankings + oracle + Pearson {r['speedup_vs_torchmetrics_pycocotools']:.2f}x; "
+            f"evaluate_records alone vs torchmetrics compute {alone_one:.2f}x (all rankings {alone:.2f}x)",
         )
     )
 

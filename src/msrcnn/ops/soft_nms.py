@@ -151,7 +151,8 @@ def _soft_nms_rounds(
     score_threshold: float,
     method: str,
 ) -> tuple[Tensor, Tensor]:
-    """Vectorised Soft-NMS over class-grouped boxes (see the module docstring).
+    """Vectorised Soft-NMS over class-grouped boxes (see the module docstring); the path of GPU
+    tensors, float64 inputs, and CPUs without the compiled kernel.
 
     Returns:
         ``positions`` of the kept boxes (int64, into the grouped order) and their new scores.
@@ -181,25 +182,31 @@ def _soft_nms_rounds(
     return positions, final.index_select(0, positions)
 
 
-def _soft_nms_kernel(
+def _batched_soft_nms_kernel(
     boxes: Tensor,
     scores: Tensor,
-    counts: Tensor,
+    idxs: Tensor,
     iou_threshold: float,
     sigma: float,
     score_threshold: float,
     method: str,
 ) -> tuple[Tensor, Tensor]:
-    """The compiled CPU kernel over class-grouped float32 boxes; same contract as :func:`_soft_nms_rounds`."""
-    n = scores.numel()
-    offsets = np.zeros(counts.numel() + 1, dtype=np.int64)
-    np.cumsum(counts.numpy(), out=offsets[1:])
+    """:func:`batched_soft_nms` with the compiled kernel, for float32 CPU boxes and scores.
+
+    The bookkeeping around the kernel (grouping by class, final ordering) is done in NumPy: at
+    1,000 boxes the kernel itself takes about 0.1 ms, as long as a dozen tensor operations.
+    """
+    classes = idxs.detach().cpu().numpy()
+    order = np.argsort(classes, kind="stable")  # input order inside a class: ties to the lower index
+    grouped = classes[order]
+    offsets = np.concatenate(([0], np.flatnonzero(grouped[1:] != grouped[:-1]) + 1, [len(grouped)]))
+    n = len(order)
     keep_pos = np.empty(n, dtype=np.int64)
     keep_score = np.empty(n, dtype=np.float32)
     kept = _soft_nms_cpu.soft_nms(
-        boxes.contiguous().numpy(),
-        scores.contiguous().numpy(),
-        offsets,
+        boxes.detach().numpy()[order],
+        scores.detach().numpy()[order],
+        offsets.astype(np.int64),
         iou_threshold,
         sigma,
         score_threshold,
@@ -207,7 +214,10 @@ def _soft_nms_kernel(
         keep_pos,
         keep_score,
     )
-    return torch.from_numpy(keep_pos[:kept]), torch.from_numpy(keep_score[:kept])
+    keep = order[keep_pos[:kept]]
+    new_scores = keep_score[:kept]
+    ranking = np.lexsort((keep, -new_scores))  # decreasing score, then increasing index
+    return torch.from_numpy(keep[ranking]), torch.from_numpy(new_scores[ranking])
 
 
 @torch.no_grad()
@@ -243,21 +253,28 @@ def batched_soft_nms(
         return torch.empty(0, dtype=torch.int64, device=device), scores.new_empty(0)
     box_dtype = torch.promote_types(boxes.dtype, torch.float32)
     score_dtype = torch.promote_types(scores.dtype, torch.float32)
-
-    # Group by class, keeping input order inside a class (a tie goes to the lower index).
-    order = torch.argsort(idxs, stable=True)
-    _, counts = torch.unique_consecutive(idxs.index_select(0, order), return_counts=True)
-    grouped_boxes = boxes.index_select(0, order).to(box_dtype)
-    grouped_scores = scores.index_select(0, order).to(score_dtype)
-    use_kernel = (
+    if (
         _soft_nms_cpu is not None
         and device.type == "cpu"
         and box_dtype == torch.float32
         and score_dtype == torch.float32
-    )
-    run = _soft_nms_kernel if use_kernel else _soft_nms_rounds
-    positions, new_scores = run(
-        grouped_boxes, grouped_scores, counts, iou_threshold, sigma, score_threshold, method
+    ):
+        keep, new_scores = _batched_soft_nms_kernel(
+            boxes.to(box_dtype), scores.to(score_dtype), idxs, iou_threshold, sigma, score_threshold, method
+        )
+        return keep, new_scores.to(scores.dtype)
+
+    # Group by class, keeping input order inside a class (a tie goes to the lower index).
+    order = torch.argsort(idxs, stable=True)
+    _, counts = torch.unique_consecutive(idxs.index_select(0, order), return_counts=True)
+    positions, new_scores = _soft_nms_rounds(
+        boxes.index_select(0, order).to(box_dtype),
+        scores.index_select(0, order).to(score_dtype),
+        counts,
+        iou_threshold,
+        sigma,
+        score_threshold,
+        method,
     )
     keep = order.index_select(0, positions)
     by_index = torch.argsort(keep)
