@@ -45,8 +45,9 @@ __all__ = ["SOFT_NMS_METHODS", "batched_soft_nms", "cpu_kernel_available", "soft
 SOFT_NMS_METHODS = ("linear", "gaussian")
 
 # Upper bound on the number of same-class box pairs whose IoU the vectorised path materialises at
-# once (about 10 temporaries of this many float32 / int64 entries).
-_PAIR_BUDGET = 1 << 22
+# once: about 10 temporaries of this many float32 / int64 entries, 80 MB at most (1,000 boxes in
+# 80 classes make ~20k pairs; one class of 1,450 boxes makes 1M).
+_PAIR_BUDGET = 1 << 20
 
 
 def cpu_kernel_available() -> bool:
