@@ -3,7 +3,9 @@
 
     python benchmarks/run.py [--quick] [--threads N] [--only SECTION,...] [--repeats N] [--output PATH]
 
-Sections: inference, train_step, maskiou_targets, soft_nms, paste, evaluation, data_loading.
+Sections: inference, train_step, maskiou_targets, soft_nms, paste, evaluation, data_loading, gpu
+(the GPU checks: run on a CUDA device, reported as skipped without one; ``--quick`` runs them on
+the CPU as a smoke test).
 Prints one table per section and the targets of issue #6 (met or not), and writes
 ``benchmarks/results.json`` (atomically) with the machine and every figure. Timings are wall-clock
 medians of interleaved repeats after warm-up (``time.perf_counter``). ``--quick`` is a smoke run
@@ -34,7 +36,16 @@ from common import Table, Target, fmt_ratio, machine_info, ms  # noqa: E402
 
 from msrcnn.evaluation import write_json_atomic  # noqa: E402
 
-SECTIONS = ("inference", "train_step", "maskiou_targets", "soft_nms", "paste", "evaluation", "data_loading")
+SECTIONS = (
+    "inference",
+    "train_step",
+    "maskiou_targets",
+    "soft_nms",
+    "paste",
+    "evaluation",
+    "data_loading",
+    "gpu",
+)
 
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
@@ -46,6 +57,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         "soft_nms": {"boxes": [1000, 2000], "repeats": 10},
         "paste": {"masks": 100, "size": (800, 1333), "repeats": 5},
         "evaluation": {"images": 500, "size": (480, 640), "detections": 100},
+        "gpu": {
+            "backbone": "r50_fpn",
+            "size": (800, 1333),
+            "detections": 100,
+            "batch": 2,
+            "gt": 10,
+            "amp_dtypes": ["bfloat16", "float16"],
+            "cpu_smoke": False,
+        },
         "data_loading": {
             "num_train": 96,
             "image_size": None,
@@ -73,6 +93,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         "soft_nms": {"boxes": [200], "repeats": 1},
         "paste": {"masks": 10, "size": (128, 160), "repeats": 1},
         "evaluation": {"images": 6, "size": (96, 128), "detections": 20},
+        "gpu": {
+            "backbone": "r18_fpn",
+            "size": (128, 128),
+            "detections": 10,
+            "batch": 1,
+            "gt": 3,
+            "amp_dtypes": ["bfloat16"],
+            "cpu_smoke": True,
+        },
         "data_loading": {
             "num_train": 8,
             "image_size": 64,
@@ -455,6 +484,69 @@ def run_data_loading(p: dict, repeats: int, warmup: int, results: dict, tables: 
     tables.append(table)
 
 
+GPU_RATIO = 1.05
+
+
+def run_gpu(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+    from bench_gpu import bench_gpu
+
+    cfg = dict(p["gpu"])
+    height, width = cfg["size"]
+    table = Table(f"GPU checks: {cfg['backbone']} at {height}x{width}, {cfg['detections']} detections")
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        if not torch.cuda.is_bf16_supported():
+            cfg["amp_dtypes"] = [d for d in cfg["amp_dtypes"] if d != "bfloat16"]
+    elif cfg["cpu_smoke"]:
+        device = torch.device("cpu")
+    else:
+        results["gpu"] = {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
+        table.add("skipped", "no CUDA device", "run `make bench ARGS='--only gpu'` on a machine with one")
+        tables.append(table)
+        return
+    r = bench_gpu(device, cfg, repeats, warmup)
+    results["gpu"] = r
+    inf = r["inference"]
+    table.add("device", r.get("device_name", r["device"]))
+    table.add("inference: MS R-CNN", ms(inf["ms_s"]), f"{inf['detections']} detections")
+    table.add("inference: torchvision MaskRCNN", ms(inf["torchvision_s"]))
+    table.add("inference: time ratio", fmt_ratio(inf["time_ratio"]), f"target <= {GPU_RATIO}")
+    table.add(
+        "inference: channels_last",
+        ms(inf["channels_last_s"]),
+        f"{fmt_ratio(inf['channels_last_speedup'])} faster",
+    )
+    for name, mode in r["train_step"]["modes"].items():
+        table.add(
+            f"train step, batch {r['train_step']['batch']}: {name}",
+            ms(mode["step_s"]),
+            f"{fmt_ratio(mode['speedup_over_float32'])} the speed of float32; losses finite: {mode['losses_finite']}",
+        )
+    tables.append(table)
+    if device.type == "cuda":
+        targets.append(
+            Target(
+                f"GPU inference ratio, {cfg['backbone']} at {height}x{width}",
+                inf["time_ratio"],
+                GPU_RATIO,
+                "<=",
+                "x",
+            )
+        )
+        for name in cfg["amp_dtypes"]:
+            mode = r["train_step"]["modes"][name]
+            targets.append(
+                Target(
+                    f"GPU {name} autocast training step: finite losses",
+                    float(mode["losses_finite"]),
+                    1.0,
+                    ">=",
+                    "",
+                    note=f"{mode['speedup_over_float32']:.2f}x the speed of float32",
+                )
+            )
+
+
 RUNNERS = {
     "inference": run_inference,
     "train_step": run_train_step,
@@ -462,6 +554,7 @@ RUNNERS = {
     "soft_nms": run_soft_nms,
     "evaluation": run_evaluation,
     "data_loading": run_data_loading,
+    "gpu": run_gpu,
 }
 
 

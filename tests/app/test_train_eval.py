@@ -79,13 +79,15 @@ def test_resume_continues_from_the_checkpoint(trained_run, tmp_path, shapes_dir)
     assert state["global_step"] == 3
 
 
-def test_fast_dev_run_through_the_compose_api(tmp_path, shapes_dir):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_fast_dev_run_through_the_compose_api(precision, tmp_path, shapes_dir):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[
                 *TINY,
                 "trainer.fast_dev_run=true",
+                f"trainer.precision={precision}",
                 f"paths.data_dir={shapes_dir}",
                 f"paths.output_dir={tmp_path}",
             ],

@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("inference", "train_step", "maskiou_targets", "soft_nms", "paste", "evaluation", "data_loading")
+SECTIONS = (
+    "inference",
+    "train_step",
+    "maskiou_targets",
+    "soft_nms",
+    "paste",
+    "evaluation",
+    "data_loading",
+    "gpu",
+)
 
 
 def test_quick_benchmark_writes_every_section(tmp_path):
@@ -54,6 +63,11 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert results["evaluation"]["ap_agree"]
     assert results["evaluation"]["msrcnn"]["same_rles_from_pasted_masks"]
     assert [r["workers"] for r in results["data_loading"]["loaders"]] == [0, 1, 2]
+    # the GPU checks, on the CPU in a quick run (on a CUDA machine: on the GPU)
+    gpu = results["gpu"]
+    assert gpu["inference"]["time_ratio"] > 0 and gpu["inference"]["channels_last_s"] > 0
+    assert set(gpu["train_step"]["modes"]) >= {"float32", "bfloat16", "float32 channels_last"}
+    assert all(mode["losses_finite"] for mode in gpu["train_step"]["modes"].values())
     names = [t["name"] for t in results["targets"]]
     for fragment in ("inference", "train step", "Soft-NMS", "share of an inference", "evaluation"):
         assert any(fragment in n for n in names), fragment

@@ -41,6 +41,13 @@ class MaskScoringRCNN(MaskRCNN):
             no paste: what the COCO evaluation needs). Settable later (``model.mask_output = "roi"``,
             or ``with model.roi_mask_output(): ...``); see :mod:`msrcnn.models.transform`.
 
+    Mixed precision (``torch.autocast``, bf16 or fp16): the convolutions and FCs run in the low
+    precision, but every head output that becomes a box, score, mask or MaskIoU is cast to float32
+    first. torchvision's box decoding casts the anchors / proposals to the regression's dtype, so
+    under bfloat16 its proposals and boxes would be rounded to 8 significant bits (steps of 4 px
+    beyond 512 px); here the RPN head's outputs (a forward hook on ``rpn.head``) and the box,
+    mask and MaskIoU predictions are float32, so the outputs are float32 under autocast too.
+
     The MaskIoU parameters live under ``roi_heads.maskiou_head`` (and ``roi_heads.maskiou_roi_pool``
     has none), so a torchvision ``MaskRCNN`` state dict loads with ``strict=False`` with only
     those keys missing. Training returns torchvision's losses plus ``loss_maskiou``; inference
@@ -71,6 +78,7 @@ class MaskScoringRCNN(MaskRCNN):
         **kwargs,
     ) -> None:
         super().__init__(backbone, num_classes=num_classes, **kwargs)
+        self.rpn.head.register_forward_hook(_float32_rpn_outputs)
         self.transform = MaskScoringTransform.from_transform(
             self.transform, fast_paste=fast_mask_paste, mask_output=mask_output
         )
@@ -165,3 +173,10 @@ def _roi_channels(heads, backbone: nn.Module) -> int:
         if isinstance(module, nn.Conv2d):
             return module.in_channels
     return backbone.out_channels
+
+
+def _float32_rpn_outputs(module: nn.Module, args: tuple, output: tuple) -> tuple:
+    """Forward hook on the RPN head: objectness and box deltas in float32, so that torchvision
+    decodes the proposals in float32 under autocast (a no-op without autocast)."""
+    objectness, deltas = output
+    return [o.float() for o in objectness], [d.float() for d in deltas]

@@ -163,7 +163,8 @@ class MaskScoringRoIHeads(RoIHeads):
                 proposals, targets
             )
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
-        class_logits, box_regression = self.box_predictor(box_features)
+        # float32 under autocast: the regression is decoded into boxes (see MaskScoringRCNN)
+        class_logits, box_regression = (t.float() for t in self.box_predictor(box_features))
 
         result: list[dict[str, Tensor]] = []
         losses: dict[str, Tensor] = {}
@@ -185,7 +186,7 @@ class MaskScoringRoIHeads(RoIHeads):
             mask_proposals = boxes
 
         roi_features = self.mask_roi_pool(features, mask_proposals, image_shapes)
-        mask_logits = self.mask_predictor(self.mask_head(roi_features))
+        mask_logits = self.mask_predictor(self.mask_head(roi_features)).float()
 
         if self.training:
             gt_masks = [t["masks"] for t in targets]
@@ -212,7 +213,7 @@ class MaskScoringRoIHeads(RoIHeads):
                     torch.cat(det_labels) if det_labels else mask_logits.new_zeros((0,), dtype=torch.long)
                 )
                 hr = self._highres_features(features, mask_proposals, image_shapes)
-                pred = self.maskiou_head(roi_features if hr is None else hr, mask_logits, labels_cat)
+                pred = self.maskiou_head(roi_features if hr is None else hr, mask_logits, labels_cat).float()
                 ious = pred[torch.arange(pred.shape[0], device=pred.device), labels_cat].clamp(0.0, 1.0)
                 for r, iou in zip(result, ious.split([len(lab) for lab in det_labels])):
                     r["mask_ious"] = iou.to(r["scores"].dtype)
@@ -260,5 +261,5 @@ class MaskScoringRoIHeads(RoIHeads):
         if cfg.detach_inputs:
             roi_features, mask_logits = roi_features.detach(), mask_logits.detach()
         hr = self._highres_features(features, proposals, image_shapes)
-        pred = self.maskiou_head(roi_features if hr is None else hr, mask_logits, gt_labels)
+        pred = self.maskiou_head(roi_features if hr is None else hr, mask_logits, gt_labels).float()
         return maskiou_loss(pred, targets_nc, weights, keep.sum(), cfg.loss_weight)
