@@ -19,8 +19,7 @@ help:
 install:
 	@tools/install_env.sh
 	@# The two C kernels (src/msrcnn/ops/_soft_nms_cpu.c, src/msrcnn/evaluation/_rle_cpu.c); about 1 s when up to date.
-	@$(PY) setup.py -q build_ext --inplace
-	@$(PY) -c "import msrcnn.ops._soft_nms_cpu, msrcnn.evaluation._rle_cpu" || { echo "msrcnn: the C kernels did not build (a C compiler is needed)" >&2; exit 1; }
+	@$(PY) tools/build_kernels.py
 
 train: install
 	$(PY) src/train.py experiment=demo $(ARGS)

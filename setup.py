@@ -3,7 +3,7 @@
 * ``msrcnn.ops._soft_nms_cpu``: Soft-NMS on the CPU (``msrcnn.ops.batched_soft_nms``);
 * ``msrcnn.evaluation._rle_cpu``: COCO RLE strings of mask crops (``msrcnn.evaluation.encode_roi_masks``).
 
-``make install`` runs ``python setup.py build_ext --inplace``; ``pip install .`` builds them too.
+``make install`` builds them with ``tools/build_kernels.py``; ``pip install .`` builds them too.
 Without them the Python code runs its vectorised PyTorch / NumPy paths, which give the same results.
 """
 

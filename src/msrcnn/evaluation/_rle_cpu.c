@@ -14,7 +14,7 @@
  * groups of 5 bits, least significant first, each group as the character 48 + its bits, with
  * bit 0x20 set when more groups follow (the format of the COCO API's rleToString).
  *
- * Built by `make install` (setup.py build_ext --inplace) and by `pip install`; when it is absent,
+ * Built by `make install` (tools/build_kernels.py) and by `pip install`; when it is absent,
  * records.py finds the runs with NumPy, which gives the same strings.
  */
 #define PY_SSIZE_T_CLEAN
@@ -175,21 +175,6 @@ static PyObject *py_encode_crops(PyObject *self, PyObject *args) {
     }
     const Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
     PyObject *result = NULL;
-    if (height <= 0 || width <= 0) {
-        PyErr_Format(PyExc_ValueError, "encode_crops: image size %zd x %zd is empty", height, width);
-        Py_DECREF(seq);
-        PyBuffer_Release(&areas);
-        PyBuffer_Release(&boxes);
-        return NULL;
-    }
-    if (areas.len != k * (Py_ssize_t)sizeof(double) || boxes.len != 4 * k * (Py_ssize_t)sizeof(double)) {
-        PyErr_Format(PyExc_ValueError, "encode_crops: expected areas float64 [%zd] and boxes float64 [%zd, 4]", k, k);
-        Py_DECREF(seq);
-        PyBuffer_Release(&areas);
-        PyBuffer_Release(&boxes);
-        return NULL;
-    }
-    result = PyList_New(k);
     Counts counts = {NULL, 0, 0};
     char *text = NULL;
     Py_ssize_t text_capacity = 0;
@@ -197,6 +182,15 @@ static PyObject *py_encode_crops(PyObject *self, PyObject *args) {
     Py_ssize_t tile_capacity = 0;
     const int64_t area = (int64_t)height * (int64_t)width;
     const float thr = (float)threshold;
+    if (height <= 0 || width <= 0) {
+        PyErr_Format(PyExc_ValueError, "encode_crops: image size %zd x %zd is empty", height, width);
+        goto fail;
+    }
+    if (areas.len != k * (Py_ssize_t)sizeof(double) || boxes.len != 4 * k * (Py_ssize_t)sizeof(double)) {
+        PyErr_Format(PyExc_ValueError, "encode_crops: expected areas float64 [%zd] and boxes float64 [%zd, 4]", k, k);
+        goto fail;
+    }
+    result = PyList_New(k);
     if (result == NULL) {
         goto fail;
     }
@@ -260,6 +254,10 @@ static PyObject *py_encode_crops(PyObject *self, PyObject *args) {
         }
         PyList_SET_ITEM(result, i, string);
     }
+    goto done;
+fail:
+    Py_CLEAR(result);
+done:
     free(counts.data);
     free(text);
     free(tile);
@@ -267,15 +265,6 @@ static PyObject *py_encode_crops(PyObject *self, PyObject *args) {
     PyBuffer_Release(&areas);
     PyBuffer_Release(&boxes);
     return result;
-fail:
-    free(counts.data);
-    free(text);
-    free(tile);
-    Py_DECREF(seq);
-    PyBuffer_Release(&areas);
-    PyBuffer_Release(&boxes);
-    Py_XDECREF(result);
-    return NULL;
 }
 
 static PyMethodDef methods[] = {

@@ -15,7 +15,7 @@
  * same scores as the vectorised PyTorch path bit for bit; the gaussian method may differ in the
  * last bit, where expf and PyTorch's vectorised exp round differently.
  *
- * Built by `make install` (setup.py build_ext --inplace) and by `pip install`; when it is absent,
+ * Built by `make install` (tools/build_kernels.py) and by `pip install`; when it is absent,
  * soft_nms.py runs the vectorised PyTorch path, which gives the same result.
  */
 #define PY_SSIZE_T_CLEAN
