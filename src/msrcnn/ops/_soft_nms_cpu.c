@@ -11,12 +11,13 @@
  *
  * and drop the boxes whose score falls below score_threshold. The IoU is computed with the same
  * float32 operations, in the same order, as torchvision.ops.box_iou (build with
- * -ffp-contract=off so that the compiler does not fuse them), so the linear method gives the
- * same scores as the vectorised PyTorch path bit for bit; the gaussian method may differ in the
- * last bit, where expf and PyTorch's vectorised exp round differently.
+ * -ffp-contract=off so that the compiler does not fuse them), and each rescaling is one float32
+ * multiplication, in selection order. The vectorised PyTorch path multiplies the factors of one
+ * round together and computes exp with its own vectorised code, so its scores may differ from
+ * these in the last bits (tests compare both with a textbook reference to 1e-6).
  *
  * Built by `make install` (tools/build_kernels.py) and by `pip install`; when it is absent,
- * soft_nms.py runs the vectorised PyTorch path, which gives the same result.
+ * soft_nms.py runs the vectorised PyTorch path, which keeps the same boxes.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
