@@ -68,6 +68,21 @@ def test_tau_filters_samples(batch):
     assert model(*batch)["loss_maskiou"].item() == 0.0
 
 
+def test_tau_zero_leaves_out_zero_targets(batch):
+    # SPEC §3: the head trains on targets strictly above tau. Empty predicted masks (all logits
+    # negative) have target 0 everywhere, so at tau = 0 nothing is regressed; with ">=" every
+    # positive RoI would be pulled towards 0 and the loss would be positive.
+    model = small_model(maskiou_tau=0.0).train()
+    logits = model.roi_heads.mask_predictor.mask_fcn_logits
+    with torch.no_grad():
+        logits.weight.zero_()
+        logits.bias.fill_(-20.0)
+    assert model(*batch)["loss_maskiou"].item() == 0.0
+    with torch.no_grad():
+        logits.bias.fill_(20.0)  # full masks: targets > 0, so the same RoIs are regressed
+    assert model(*batch)["loss_maskiou"].item() > 0.0
+
+
 def test_loss_weight_scales_the_loss(batch):
     a = small_model(maskiou_loss_weight=1.0).train()(*batch)["loss_maskiou"]
     b = small_model(maskiou_loss_weight=0.5).train()(*batch)["loss_maskiou"]

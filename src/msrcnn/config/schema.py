@@ -110,9 +110,9 @@ class HeadConfig:
 class SoftNMSConfig:
     enabled: bool = False
     method: SoftNMSMethod = SoftNMSMethod.linear
-    iou_threshold: float = 0.3
+    iou_threshold: float = 0.5
     sigma: float = 0.5
-    score_threshold: float = 0.001
+    score_threshold: float = 0.0001
 
 
 @dataclass

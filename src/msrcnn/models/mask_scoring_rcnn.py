@@ -26,7 +26,8 @@ class MaskScoringRCNN(MaskRCNN):
             ``concat_highres`` (paper Table 4).
         maskiou_target: training target, one of ``target_class``, ``all_classes``,
             ``positive_classes`` (paper Table 5).
-        maskiou_tau: train only on RoIs whose target MaskIoU is at least tau (paper Table 6).
+        maskiou_tau: train only on RoIs whose target MaskIoU is greater than tau (paper Table 6; at
+            tau = 0 a RoI whose target is exactly 0, e.g. an empty predicted mask, is left out).
         maskiou_loss_weight: weight of the L2 MaskIoU loss.
         maskiou_conv_channels, maskiou_num_convs, maskiou_fc_dim: widths of the head.
         maskiou_detach_inputs: stop the MaskIoU loss from reaching the mask head and backbone
@@ -70,9 +71,9 @@ class MaskScoringRCNN(MaskRCNN):
         maskiou_detach_inputs: bool = False,
         soft_nms: bool = False,
         soft_nms_method: str = "linear",
-        soft_nms_iou_threshold: float = 0.3,
+        soft_nms_iou_threshold: float = 0.5,
         soft_nms_sigma: float = 0.5,
-        soft_nms_score_threshold: float = 1e-3,
+        soft_nms_score_threshold: float = 1e-4,
         fast_mask_paste: bool = False,
         mask_output: MaskOutput = "image",
         **kwargs,

@@ -36,9 +36,9 @@ class SoftNMSConfig:
 
     enabled: bool = False
     method: str = "linear"
-    iou_threshold: float = 0.3
+    iou_threshold: float = 0.5
     sigma: float = 0.5
-    score_threshold: float = 1e-3
+    score_threshold: float = 1e-4
 
     def __post_init__(self) -> None:
         _check_choice("soft_nms.method", self.method, SOFT_NMS_METHODS)
@@ -255,7 +255,7 @@ class MaskScoringRoIHeads(RoIHeads):
             valid = torch.cat([p[1] for p in parts])
             own = targets_nc[torch.arange(targets_nc.shape[0], device=targets_nc.device), gt_labels]
             weights = torch.ones_like(targets_nc) if cfg.target == "all_classes" else valid.float()
-        keep = (own >= cfg.tau).float()[:, None]
+        keep = (own > cfg.tau).float()[:, None]  # strictly: at tau = 0 a target of 0 is left out
         weights = weights * keep
 
         if cfg.detach_inputs:
