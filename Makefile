@@ -1,8 +1,10 @@
-# msrcnn — every target sets up what it needs first (see tools/install_env.sh).
+# msrcnn — every target sets up what it needs first (`make install`: uv sync from uv.lock).
 SHELL := /bin/bash
 PY := .venv/bin/python
 ARGS ?=
-export PYTHONPATH := $(CURDIR)/src
+PYTHON ?= python3
+# uv from PATH, else the one `make install` puts in $(PYTHON)'s packages with pip.
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export WANDB_SILENT ?= true
 export GOMP_SPINCOUNT ?= 200000
 
@@ -16,10 +18,14 @@ help:
 	@echo "make bench                            # speed benchmarks -> benchmarks/results.json"
 	@echo "make lint                             # ruff"
 
+# ./.venv with exactly the versions of uv.lock (the dev group included) and msrcnn installed
+# editable; seconds when up to date or when uv's cache already holds the wheels (hard links).
+# --inexact: packages added on top (`uv sync --frozen --extra cluster`) are kept.
 install:
-	@tools/install_env.sh
-	@# The two C kernels (src/msrcnn/ops/_soft_nms_cpu.c, src/msrcnn/evaluation/_rle_cpu.c); about 1 s when up to date.
-	@$(PY) tools/build_kernels.py
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
+		{ echo "msrcnn: installing uv with pip ($(PYTHON) -m pip install uv)"; $(PYTHON) -m pip install --quiet uv; }
+	@if [ -L .venv ]; then echo "msrcnn: replacing the .venv link (a shared environment) by a project environment"; rm .venv; fi
+	@$(UV) sync --frozen --inexact
 
 train: install
 	$(PY) src/train.py experiment=demo $(ARGS)
@@ -44,4 +50,4 @@ bench: install
 	$(PY) benchmarks/run.py $(ARGS)
 
 clean:
-	rm -rf .pytest_cache .ruff_cache outputs multirun build src/msrcnn/*/*.so
+	rm -rf .pytest_cache .ruff_cache outputs multirun build

@@ -1,13 +1,8 @@
-"""Soft-NMS: ``msrcnn.ops.batched_soft_nms`` vs per-box Python loops and torchvision's hard NMS.
-
-``batched_soft_nms`` runs its compiled kernel on float32 CPU inputs; its vectorised path (the one
-GPUs run) is timed too, on the CPU, by hiding the kernel.
-"""
+"""Soft-NMS: ``msrcnn.ops.batched_soft_nms`` (vectorised, the same code on CPU and GPU) vs per-box
+Python loops and torchvision's hard NMS."""
 
 from __future__ import annotations
 
-import importlib
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -15,25 +10,7 @@ import torch
 from common import compare, paired_ratio
 from torchvision.ops import batched_nms
 
-from msrcnn.ops import batched_soft_nms, cpu_kernel_available
-
-_SOFT_NMS = importlib.import_module("msrcnn.ops.soft_nms")
-
-
-@contextmanager
-def vectorised_path():
-    """Make ``batched_soft_nms`` run its vectorised (GPU) path on the CPU."""
-    kernel = _SOFT_NMS._soft_nms_cpu
-    _SOFT_NMS._soft_nms_cpu = None
-    try:
-        yield
-    finally:
-        _SOFT_NMS._soft_nms_cpu = kernel
-
-
-def vectorised_soft_nms(boxes, scores, labels):
-    with vectorised_path():
-        return batched_soft_nms(boxes, scores, labels)
+from msrcnn.ops import batched_soft_nms
 
 
 def plain_soft_nms(
@@ -154,17 +131,15 @@ def bench_soft_nms(num: int, repeats: int, warmup: int) -> dict[str, Any]:
     boxes, scores, labels = detections(num)
     b_np, s_np, l_np = boxes.numpy(), scores.numpy(), labels.numpy()
     keep, new = batched_soft_nms(boxes, scores, labels)
-    keep_vec, new_vec = vectorised_soft_nms(boxes, scores, labels)
     keep_np, new_np = python_soft_nms(b_np, s_np, l_np)
     keep_plain, _ = plain_soft_nms(boxes, scores, labels)
-    same_keep = set(keep.tolist()) == set(keep_np.tolist()) == set(keep_plain) == set(keep_vec.tolist())
+    same_keep = set(keep.tolist()) == set(keep_np.tolist()) == set(keep_plain)
     max_score_diff = (
         float(np.abs(np.sort(new.double().numpy()) - np.sort(new_np)).max()) if same_keep else None
     )
     timings = compare(
         {
             "batched_soft_nms": lambda: batched_soft_nms(boxes, scores, labels),
-            "batched_soft_nms, vectorised path": lambda: vectorised_soft_nms(boxes, scores, labels),
             "plain python loop": lambda: plain_soft_nms(boxes, scores, labels),
             "numpy loop": lambda: python_soft_nms(b_np, s_np, l_np),
             "torchvision batched_nms (hard)": lambda: batched_nms(boxes, scores, labels, 0.5),
@@ -180,22 +155,12 @@ def bench_soft_nms(num: int, repeats: int, warmup: int) -> dict[str, Any]:
         "kept": int(keep.numel()),
         "same_as_loops": same_keep,
         "max_score_diff_vs_loop": max_score_diff,
-        "max_score_diff_vectorised": float((new.double() - new_vec.double()).abs().max())
-        if torch.equal(keep, keep_vec)
-        else None,
-        "implementation": "compiled CPU kernel"
-        if cpu_kernel_available()
-        else "vectorised (kernel not built)",
         "soft_nms_s": timings["batched_soft_nms"]["median_s"],
-        "vectorised_s": timings["batched_soft_nms, vectorised path"]["median_s"],
         "plain_loop_s": timings["plain python loop"]["median_s"],
         "numpy_loop_s": timings["numpy loop"]["median_s"],
         "hard_nms_s": timings["torchvision batched_nms (hard)"]["median_s"],
         "speedup_vs_plain_loop": paired_ratio(timings["plain python loop"], timings["batched_soft_nms"]),
         "speedup_vs_numpy_loop": paired_ratio(timings["numpy loop"], timings["batched_soft_nms"]),
-        "vectorised_speedup_vs_plain_loop": paired_ratio(
-            timings["plain python loop"], timings["batched_soft_nms, vectorised path"]
-        ),
         "vs_hard_nms": paired_ratio(timings["batched_soft_nms"], timings["torchvision batched_nms (hard)"]),
         "timings": timings,
     }

@@ -13,6 +13,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
+
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment of a script run as a user runs it: this one without ``PYTHONPATH``, so that
+    ``msrcnn`` comes from the installed package (``make install``: editable, from this checkout)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    return {**env, **extra}
+
+
 # The demo experiment shrunk to seconds: 64 px images, a handful of steps.
 TINY = [
     "experiment=demo",
@@ -37,7 +45,7 @@ def run_script(
 ) -> subprocess.CompletedProcess:
     """``python src/<script> args`` (or ``experiments/<script>`` when a folder is given) as a user runs it."""
     path = ROOT / script if "/" in script else ROOT / "src" / script
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYDRA_FULL_ERROR": "0", **(env or {})}
+    full_env = {**script_env(HYDRA_FULL_ERROR="0"), **(env or {})}
     proc = subprocess.run(
         [sys.executable, str(path), *args],
         cwd=ROOT,

@@ -1,10 +1,11 @@
 """``benchmarks/run.py --quick``: the smoke run completes and writes every section and target."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from msrcnn_testing import script_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = (
@@ -21,7 +22,7 @@ SECTIONS = (
 
 def test_quick_benchmark_writes_every_section(tmp_path):
     out = tmp_path / "results.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WANDB_SILENT": "true"}
+    env = script_env(WANDB_SILENT="true")
     env.setdefault("GOMP_SPINCOUNT", "200000")
     proc = subprocess.run(
         [

@@ -405,8 +405,8 @@ def test_maskiou_pearson_edge_cases():
 
 
 def test_records_carrying_mask_areas_and_boxes_evaluate_the_same(coco_gt, records):
-    """Records encoded by the compiled kernel carry each mask's COCO area and box; the evaluation
-    takes them instead of decoding every RLE, with the same result."""
+    """Records encoded from roi masks carry each mask's COCO area and box; the evaluation takes
+    them instead of decoding every RLE, with the same result."""
     with_geometry = [
         dataclasses.replace(
             r, mask_areas=pmask.area(r.rles).astype(np.float64), mask_boxes=pmask.toBbox(r.rles)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import numpy as np
@@ -16,19 +15,6 @@ from msrcnn.evaluation import DetectionRecord, encode_masks, encode_roi_masks, m
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 
 LABEL_TO_CAT = [0, 1, 7, 90]
-RECORDS = importlib.import_module("msrcnn.evaluation.records")
-
-
-@pytest.fixture(params=["kernel", "numpy"])
-def rle_implementation(request, monkeypatch):
-    """Runs a test on both ways of encoding roi masks: the compiled kernel and the NumPy path
-    (the one GPU tensors take), forced by hiding the kernel."""
-    if request.param == "kernel":
-        if RECORDS._rle_cpu is None:
-            pytest.skip("the compiled RLE kernel is not built (make install builds it)")
-    else:
-        monkeypatch.setattr(RECORDS, "_rle_cpu", None)
-    return request.param
 
 
 def fake_output(k: int, h: int = 24, w: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -88,14 +74,14 @@ def _roi_case(k: int, h: int, w: int, seed: int, smooth: bool):
 
 @pytest.mark.parametrize("smooth", [True, False])
 @pytest.mark.parametrize("k,h,w,seed", [(1, 5, 7, 0), (9, 31, 17, 1), (25, 64, 80, 2), (40, 13, 90, 3)])
-def test_encode_roi_masks_equals_encoding_the_pasted_masks(k, h, w, seed, smooth, rle_implementation):
+def test_encode_roi_masks_equals_encoding_the_pasted_masks(k, h, w, seed, smooth):
     masks, boxes = _roi_case(k, h, w, seed, smooth)
     pasted = tv_paste(masks, boxes, (h, w))
     for threshold in (0.5, 0.8, 0.3):  # 0.3 is not a float32: compared as float32(0.3), as torch does
         assert encode_roi_masks(masks, boxes, (h, w), threshold) == encode_masks(pasted, threshold)
 
 
-def test_encode_roi_masks_large_image_long_runs(rle_implementation):
+def test_encode_roi_masks_large_image_long_runs():
     """Counts of many 5-bit groups and negative differences in the compressed string."""
     h, w = 700, 1100
     masks, boxes = _roi_case(6, h, w, 8, smooth=True)
@@ -104,42 +90,32 @@ def test_encode_roi_masks_large_image_long_runs(rle_implementation):
     assert encode_roi_masks(masks, boxes, (h, w)) == encode_masks(pasted)
 
 
-def test_rle_kernel_rejects_bad_crops():
-    if RECORDS._rle_cpu is None:
-        pytest.skip("the compiled RLE kernel is not built (make install builds it)")
-    values = np.ones((3, 4), dtype=np.float32)
-
-    def outputs(k):
-        return np.empty(k), np.empty((k, 4))
-
-    with pytest.raises(ValueError, match=r"crop 0 of 3 x 4 at \(5, 0\) leaves the 6 x 8 image"):
-        RECORDS._rle_cpu.encode_crops([(5, 0, values)], 6, 8, 0.5, *outputs(1))
-    with pytest.raises(ValueError, match="float32"):
-        RECORDS._rle_cpu.encode_crops([(0, 0, values.astype(np.float64))], 6, 8, 0.5, *outputs(1))
-    with pytest.raises(TypeError, match=r"\(y0, x0, values\)"):
-        RECORDS._rle_cpu.encode_crops([(0, values)], 6, 8, 0.5, *outputs(1))
-    with pytest.raises(ValueError, match=r"areas float64 \[2\]"):
-        RECORDS._rle_cpu.encode_crops([(0, 0, values)] * 2, 6, 8, 0.5, *outputs(1))
-    with pytest.raises(ValueError, match="empty"):
-        RECORDS._rle_cpu.encode_crops([], 0, 8, 0.5, *outputs(0))
-
-
-@pytest.mark.parametrize("k,h,w,seed", [(9, 31, 17, 1), (40, 13, 90, 3)])
-def test_record_mask_areas_and_boxes_are_coco_area_and_to_bbox(k, h, w, seed, rle_implementation):
-    """Whichever way the record was encoded, its areas and boxes (when present) are COCO's."""
-    masks, boxes = _roi_case(k, h, w, seed, smooth=False)
+@pytest.mark.parametrize("smooth", [True, False])
+@pytest.mark.parametrize("k,h,w,seed", [(9, 31, 17, 1), (40, 13, 90, 3), (25, 64, 80, 2), (30, 1, 40, 5)])
+def test_record_mask_areas_and_boxes_are_coco_area_and_to_bbox(k, h, w, seed, smooth):
+    """Records from roi masks carry each mask's area and box, equal to COCO's ``area`` / ``toBbox``
+    of its RLE: empty masks, masks filling the image, runs crossing columns, single-row images."""
+    masks, boxes = _roi_case(k, h, w, seed, smooth=smooth)
     masks[0] = 0.0  # an empty mask: area 0, box [0, 0, 0, 0]
+    masks[1:3] = 1.0  # box-filling masks (some boxes span the image's full height) ...
+    boxes[2] = torch.tensor([-5.0, -5.0, w + 5.0, h + 5.0])  # ... and one filling the image
     output = {"boxes": boxes, "labels": torch.ones(k, dtype=torch.int64), "scores": torch.rand(k)}
-    record = make_record({**output, "roi_masks": masks, "image_size": (h, w)}, 3, LABEL_TO_CAT)
-    if rle_implementation == "numpy":
-        assert record.mask_areas is None and record.mask_boxes is None
-        return
-    np.testing.assert_array_equal(record.mask_areas, pmask.area(record.rles))
-    np.testing.assert_array_equal(record.mask_boxes, pmask.toBbox(record.rles))
-    assert record.mask_areas.min() == 0
+    for threshold in (0.5, 0.9):
+        record = make_record(
+            {**output, "roi_masks": masks, "image_size": (h, w)}, 3, LABEL_TO_CAT, mask_threshold=threshold
+        )
+        assert record.mask_areas.dtype == np.float64 and record.mask_boxes.dtype == np.float64
+        np.testing.assert_array_equal(record.mask_areas, pmask.area(record.rles))
+        np.testing.assert_array_equal(record.mask_boxes, pmask.toBbox(record.rles))
+        assert record.mask_areas.min() == 0 and record.mask_areas.max() == h * w
+        assert [0.0, 0.0, 0.0, 0.0] in record.mask_boxes.tolist()
+        assert [0.0, 0.0, float(w), float(h)] in record.mask_boxes.tolist()
+    # From pasted masks, the evaluation computes them from the RLEs.
+    pasted = make_record({**output, "masks": tv_paste(masks, boxes, (h, w))}, 3, LABEL_TO_CAT)
+    assert pasted.mask_areas is None and pasted.mask_boxes is None
 
 
-def test_encode_roi_masks_corner_cases(rle_implementation):
+def test_encode_roi_masks_corner_cases():
     h, w = 6, 5
     boxes = torch.tensor([[0.0, 0.0, 5.0, 6.0], [1.0, 1.0, 3.0, 3.0], [-9.0, 0.0, -4.0, 6.0]])
     full = torch.ones(3, 1, 28, 28)
@@ -156,7 +132,7 @@ def test_encode_roi_masks_corner_cases(rle_implementation):
         encode_roi_masks(torch.zeros(2, 1, 28, 28), torch.zeros(3, 4), (h, w))
 
 
-def test_make_record_from_roi_masks_needs_the_image_size(rle_implementation):
+def test_make_record_from_roi_masks_needs_the_image_size():
     masks, boxes = _roi_case(12, 30, 40, 4, smooth=True)
     output = {
         "boxes": boxes,

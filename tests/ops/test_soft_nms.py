@@ -9,21 +9,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from msrcnn.ops import SOFT_NMS_METHODS, batched_soft_nms, cpu_kernel_available, soft_nms
+from msrcnn.ops import SOFT_NMS_METHODS, batched_soft_nms, soft_nms
 
 MODULE = importlib.import_module("msrcnn.ops.soft_nms")  # the attribute is shadowed by the function
-
-
-@pytest.fixture(params=["kernel", "rounds"], autouse=True)
-def implementation(request, monkeypatch):
-    """Every test runs on both CPU implementations: the compiled kernel and the vectorised rounds
-    (the GPU path), forced by hiding the kernel."""
-    if request.param == "kernel":
-        if not cpu_kernel_available():
-            pytest.skip("the compiled CPU kernel is not built (make install builds it)")
-    else:
-        monkeypatch.setattr(MODULE, "_soft_nms_cpu", None)
-    return request.param
 
 
 def reference_soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=1e-3, method="linear"):
@@ -267,7 +255,6 @@ def test_skewed_class_sizes_match_reference(method):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("implementation", ["kernel"], indirect=True)  # CPU side: the kernel
 @pytest.mark.parametrize("method", SOFT_NMS_METHODS)
 def test_cuda_matches_cpu(method):
     g = torch.Generator().manual_seed(9)
@@ -283,13 +270,10 @@ def test_cuda_matches_cpu(method):
         assert score == pytest.approx(expected[index], abs=1e-5)
 
 
-@pytest.mark.parametrize("implementation", ["kernel"], indirect=True)  # compares both itself
 @pytest.mark.parametrize("method", SOFT_NMS_METHODS)
 @pytest.mark.parametrize("num", [1000, 2000])
-def test_kernel_and_rounds_agree_on_benchmark_scale_inputs(method, num, monkeypatch):
-    """The two CPU implementations on the benchmark's clustered detections over 80 classes."""
-    if not cpu_kernel_available():
-        pytest.skip("the compiled CPU kernel is not built (make install builds it)")
+def test_benchmark_scale_inputs_match_reference(method, num):
+    """The benchmark's clustered detections over 80 classes (an inference's Soft-NMS input)."""
     g = torch.Generator().manual_seed(num)
     centres = torch.rand(num // 40, 2, generator=g) * 800
     pick = torch.randint(0, num // 40, (num,), generator=g)
@@ -298,48 +282,19 @@ def test_kernel_and_rounds_agree_on_benchmark_scale_inputs(method, num, monkeypa
     boxes = torch.cat([xy, xy + wh], dim=1)
     scores = 0.05 + 0.95 * torch.rand(num, generator=g)
     idxs = torch.randint(0, 80, (num,), generator=g)
-    keep, new_scores = batched_soft_nms(boxes, scores, idxs, method=method)
-    monkeypatch.setattr(MODULE, "_soft_nms_cpu", None)
-    keep_rounds, scores_rounds = batched_soft_nms(boxes, scores, idxs, method=method)
-    assert set(keep.tolist()) == set(keep_rounds.tolist())
-    expected = dict(zip(keep.tolist(), new_scores.tolist()))
-    for index, score in zip(keep_rounds.tolist(), scores_rounds.tolist()):
-        assert score == pytest.approx(expected[index], abs=1e-6)
+    kwargs = {"method": method, "iou_threshold": 0.3, "sigma": 0.5, "score_threshold": 1e-3}
+    keep, new_scores = batched_soft_nms(boxes, scores, idxs, **kwargs)
+    assert_matches(keep, new_scores, reference_batched(boxes, scores, idxs, **kwargs))
 
 
-@pytest.mark.parametrize("implementation", ["kernel"], indirect=True)  # compares both itself
-def test_degenerate_boxes_agree_between_implementations(monkeypatch):
-    """Empty boxes make 0/0 IoUs (NaN): a NaN factor drops the box in both implementations."""
-    if not cpu_kernel_available():
-        pytest.skip("the compiled CPU kernel is not built (make install builds it)")
+def test_degenerate_boxes_nan_iou():
+    """Empty boxes make 0/0 IoUs (NaN). Linear: a NaN IoU is not above the threshold, nothing is
+    rescaled. Gaussian: the NaN factor makes the score NaN, and the box is dropped."""
     boxes = torch.tensor([[5.0, 5, 5, 5], [5, 5, 5, 5], [0, 0, 10, 10], [0, 0, 10, 0]])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
-    results = {}
-    for name in ("kernel", "rounds"):
-        if name == "rounds":
-            monkeypatch.setattr(MODULE, "_soft_nms_cpu", None)
-        results[name] = [(m, soft_nms(boxes, scores, method=m)) for m in SOFT_NMS_METHODS]
-    for (method, (keep_k, scores_k)), (_, (keep_r, scores_r)) in zip(results["kernel"], results["rounds"]):
-        assert keep_k.tolist() == keep_r.tolist(), method
-        assert torch.equal(scores_k, scores_r), method
-
-
-@pytest.mark.parametrize("implementation", ["kernel"], indirect=True)  # compares both itself
-def test_kernel_rejects_inconsistent_buffers():
-    if not cpu_kernel_available():
-        pytest.skip("the compiled CPU kernel is not built (make install builds it)")
-    import numpy as np
-
-    from msrcnn.ops import _soft_nms_cpu
-
-    boxes = np.zeros((3, 4), dtype=np.float32)
-    scores = np.ones(3, dtype=np.float32)
-    out_pos, out_score = np.empty(3, dtype=np.int64), np.empty(3, dtype=np.float32)
-    with pytest.raises(ValueError, match="offsets"):
-        _soft_nms_cpu.soft_nms(
-            boxes, scores, np.array([0, 2], dtype=np.int64), 0.3, 0.5, 1e-3, False, out_pos, out_score
-        )
-    with pytest.raises(ValueError, match="non-decreasing"):
-        _soft_nms_cpu.soft_nms(
-            boxes, scores, np.array([0, 2, 1, 3], dtype=np.int64), 0.3, 0.5, 1e-3, False, out_pos, out_score
-        )
+    keep, new_scores = soft_nms(boxes, scores, method="linear")
+    assert keep.tolist() == [0, 1, 2, 3]
+    assert torch.equal(new_scores, scores)
+    keep, new_scores = soft_nms(boxes, scores, method="gaussian")
+    assert keep.tolist() == [0, 2]  # 1 and 3 have a NaN IoU with 0, selected first; 2 overlaps none
+    assert torch.equal(new_scores, torch.tensor([0.9, 0.7]))

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -14,14 +13,14 @@ from hydra import compose, initialize_config_dir
 
 from msrcnn.app.train import train
 from msrcnn.training import MaskScoringModule
-from msrcnn_testing import CONF, ROOT, TINY
+from msrcnn_testing import CONF, ROOT, TINY, script_env
 
 # 8 images in batches of 2: 4 steps per epoch; last.ckpt is refreshed at every epoch end.
 LONG = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["callbacks.last_every_n_steps=0"]
 
 
 def _env():
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYDRA_FULL_ERROR": "0"}
+    return script_env(HYDRA_FULL_ERROR="0")
 
 
 def _assert_intact(checkpoints, step):

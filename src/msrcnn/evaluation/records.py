@@ -23,11 +23,6 @@ from torch import Tensor
 
 from msrcnn.ops.paste import resize_masks_into_boxes
 
-try:  # built by `make install` or `pip install`; see setup.py
-    from msrcnn.evaluation import _rle_cpu
-except ImportError:  # pragma: no cover - exercised where the extension is not built
-    _rle_cpu = None
-
 __all__ = ["DetectionRecord", "encode_masks", "encode_roi_masks", "label_to_cat_id_from_coco", "make_record"]
 
 
@@ -71,10 +66,8 @@ def encode_roi_masks(
     Gives exactly ``encode_masks(paste_masks_in_image(roi_masks, boxes, image_size), threshold)``
     (torchvision's paste geometry, see :func:`msrcnn.ops.paste.resize_masks_into_boxes`) without
     building the ``[K, H, W]`` image-size masks: only the pixels inside the boxes are computed.
-    For float32 masks on the CPU, a compiled kernel (``_rle_cpu.c``) binarises them and writes the
-    RLE strings in one pass; otherwise (GPU, other dtypes, kernel not built) they are binarised
-    where they are, moved to the host in one transfer, and the runs of all masks are found in one
-    vectorised NumPy pass.
+    They are binarised where they are (CPU or GPU), moved to the host in one transfer, and the runs
+    of all masks are found in one vectorised NumPy pass.
 
     Args:
         roi_masks: ``[K, 1, M, M]`` mask probabilities in box coordinates (the model's ``roi_masks``).
@@ -95,10 +88,10 @@ def _encode_roi_masks(
     image_size: tuple[int, int],
     threshold: float = 0.5,
     padding: int = 1,
-) -> tuple[list[dict], np.ndarray | None, np.ndarray | None]:
-    """:func:`encode_roi_masks`, plus each mask's COCO area and box ``[x, y, w, h]`` (what
-    ``mask.area`` / ``mask.toBbox`` give for its RLE) when the compiled kernel computed them on the
-    way (None otherwise)."""
+) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """:func:`encode_roi_masks`, plus each mask's COCO area ``float64 [K]`` and box
+    ``float64 [K, 4]`` ``[x, y, w, h]``: what ``mask.area`` / ``mask.toBbox`` give for its RLE,
+    computed on the way from the runs (the evaluation then needs not parse the RLE strings)."""
     if roi_masks.dim() != 4 or roi_masks.shape[1] != 1:
         raise ValueError(f"expected roi_masks of shape [K, 1, M, M], got {tuple(roi_masks.shape)}")
     if boxes.shape != (roi_masks.shape[0], 4):
@@ -108,17 +101,6 @@ def _encode_roi_masks(
     if k == 0:
         return [], np.zeros(0), np.zeros((0, 4))
     crops = resize_masks_into_boxes(roi_masks, boxes, (height, width), padding)
-    if _rle_cpu is not None and roi_masks.device.type == "cpu" and roi_masks.dtype == torch.float32:
-        areas, mask_boxes = np.empty(k), np.empty((k, 4))
-        strings = _rle_cpu.encode_crops(
-            [(c.y0, c.x0, c.values.detach().numpy()) for c in crops],
-            height,
-            width,
-            threshold,
-            areas,
-            mask_boxes,
-        )
-        return [{"size": [height, width], "counts": counts} for counts in strings], areas, mask_boxes
     # Every crop column-major (COCO's order), binarised, each column preceded by one background
     # pixel and each crop followed by one: all masks in one host transfer.
     geometry = np.array([(c.y0, c.x0, c.values.shape[0], c.values.shape[1]) for c in crops], dtype=np.int64)
@@ -130,17 +112,18 @@ def _encode_roi_masks(
         padded[start : start + w * (h + 1)].view(w, h + 1)[:, 1:] = (crop.values > threshold).t()
         start += size
     padded = padded.cpu().numpy()
-    runs = _runs_from_padded_crops(padded, geometry, height, width)
+    runs, areas, mask_boxes = _runs_from_padded_crops(padded, geometry, height, width)
     rles = mask_utils.frPyObjects([{"counts": r, "size": [height, width]} for r in runs], height, width)
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii") if isinstance(rle["counts"], bytes) else rle["counts"]
-    return rles, None, None
+    return rles, areas, mask_boxes
 
 
 def _runs_from_padded_crops(
     padded: np.ndarray, geometry: np.ndarray, height: int, width: int
-) -> list[list[int]]:
-    """COCO run lengths (first run = background) of each mask from its padded crop pixels.
+) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+    """COCO run lengths (first run = background) of each mask from its padded crop pixels, with
+    each mask's area and box ``[x, y, w, h]`` as ``mask.area`` / ``mask.toBbox`` give them.
 
     ``padded`` concatenates, per crop of ``geometry`` row ``(y0, x0, h, w)``, its ``w`` columns of
     ``1 + h`` pixels (a background pixel, then the column top to bottom) and one trailing
@@ -184,7 +167,51 @@ def _runs_from_padded_crops(
     has_changes = np.diff(bounds) > 0
     last[has_changes] = pos[np.asarray(bounds[1:])[has_changes] - 1]
     final = (area - last).tolist()
-    return [lengths[bounds[j] : bounds[j + 1]] + [final[j]] for j in range(k)]
+    runs = [lengths[bounds[j] : bounds[j + 1]] + [final[j]] for j in range(k)]
+    areas, mask_boxes = _areas_and_boxes(pos, owner, np.asarray(bounds), height, width)
+    return runs, areas, mask_boxes
+
+
+def _areas_and_boxes(
+    pos: np.ndarray, owner: np.ndarray, bounds: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """COCO's ``mask.area`` and ``mask.toBbox`` of masks given by their sorted change positions.
+
+    ``pos`` holds the column-major image indices where each mask's value changes (grouped by
+    ``owner``; mask ``j`` at ``bounds[j]:bounds[j + 1]``), starting with background: foreground
+    runs are ``[pos[2m], pos[2m + 1])``, the last one up to the image's end when the count is odd.
+    ``toBbox`` takes the min / max column and row over the first and last pixel of every foreground
+    run, and the whole image height when a run crosses a column: so does this. Empty masks get
+    area 0 and box ``[0, 0, 0, 0]``.
+    """
+    k = len(bounds) - 1
+    index = np.arange(len(pos)) - bounds[owner]  # position of each change within its mask
+    is_start = index % 2 == 0
+    closed = np.zeros(len(pos), dtype=bool)  # a start followed by an end in the same mask
+    closed[:-1] = owner[1:] == owner[:-1]
+    following = np.empty_like(pos)
+    following[:-1] = pos[1:]
+    first = pos[is_start]
+    last = np.where(closed, following, height * width)[is_start] - 1  # the run's last pixel
+    who = owner[is_start]
+    areas = np.bincount(who, weights=last - first + 1, minlength=k).astype(np.float64)
+    boxes = np.zeros((k, 4), dtype=np.float64)
+    if not len(first):
+        return areas, boxes
+    x_first, y_first = np.divmod(first, height)
+    x_last, y_last = np.divmod(last, height)
+    crosses = x_last > x_first
+    y_min = np.where(crosses, 0, y_first)  # y_first <= y_last within one column
+    y_max = np.where(crosses, height - 1, y_last)
+    runs = np.bincount(who, minlength=k)
+    present = np.flatnonzero(runs)
+    group_start = np.cumsum(runs)[present] - runs[present]
+    group_end = np.cumsum(runs)[present] - 1
+    # Runs are in image order within a mask: the first starts leftmost, the last ends rightmost.
+    x0, x1 = x_first[group_start], x_last[group_end]
+    y0, y1 = np.minimum.reduceat(y_min, group_start), np.maximum.reduceat(y_max, group_start)
+    boxes[present] = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], axis=1)
+    return areas, boxes
 
 
 @dataclass(eq=False)  # numpy fields: compare records field by field, not with ==

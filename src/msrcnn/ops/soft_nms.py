@@ -9,20 +9,18 @@ remaining box ``b``
 
 and drop the boxes whose score falls below ``score_threshold``.
 
-Two implementations give the same result (the kept boxes, and scores equal up to float32 rounding):
-
-* **CPU kernel** (``_soft_nms_cpu.c``, built by ``make install`` / ``pip install``): the textbook
-  sequential algorithm in C, used for float32 CPU inputs. At 1,000-2,000 boxes it takes a small
-  fraction of a millisecond, where any tensor formulation pays microseconds per operation.
-* **Vectorised path** (GPU, float64, or a CPU without the compiled kernel): selection in rounds.
-  A box that beats every remaining box it overlaps (higher score, or equal score and lower index)
-  is selected by the sequential algorithm before any of them, with the score it has now: its score
-  only changes when an overlapping box is selected first, and each of those stays below it.
-  Boxes selected in the same round never overlap each other, so their rescalings commute. Each
-  round therefore selects all such boxes at once and applies their rescalings together, over the
-  list of overlapping same-class pairs (the only pairs with a rescaling factor other than 1). The
-  number of rounds is the longest chain of overlapping boxes, about 11 for 1,000 clustered boxes,
-  against 71 iterations for one box per class at a time; there is one host sync per round.
+The implementation is vectorised, the same on CPU and GPU: selection in rounds. It gives the result
+of the textbook sequential algorithm (the same kept boxes; scores equal up to float32 rounding).
+A box that beats every remaining box it overlaps (higher score, or equal score and lower index)
+is selected by the sequential algorithm before any of them, with the score it has now: its score
+only changes when an overlapping box is selected first, and each of those stays below it.
+Boxes selected in the same round never overlap each other, so their rescalings commute. Each
+round therefore selects all such boxes at once and applies their rescalings together, over the
+list of overlapping same-class pairs (the only pairs with a rescaling factor other than 1). The
+number of rounds is the longest chain of overlapping boxes, about 11 for 1,000 clustered boxes,
+against 71 iterations for one box per class at a time; there is one host sync per round.
+At 1,000-2,000 boxes over 80 classes it takes a few milliseconds on one CPU core, well under 1%
+of an inference.
 
 Neither is differentiable: the new scores carry no gradient.
 """
@@ -31,16 +29,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor
 
-try:  # built by `make install` or `pip install`; see setup.py
-    from msrcnn.ops import _soft_nms_cpu
-except ImportError:  # pragma: no cover - exercised where the extension is not built
-    _soft_nms_cpu = None
-
-__all__ = ["SOFT_NMS_METHODS", "batched_soft_nms", "cpu_kernel_available", "soft_nms"]
+__all__ = ["SOFT_NMS_METHODS", "batched_soft_nms", "soft_nms"]
 
 SOFT_NMS_METHODS = ("linear", "gaussian")
 
@@ -48,11 +40,6 @@ SOFT_NMS_METHODS = ("linear", "gaussian")
 # once: about 10 temporaries of this many float32 / int64 entries, 80 MB at most (1,000 boxes in
 # 80 classes make ~20k pairs; one class of 1,450 boxes makes 1M).
 _PAIR_BUDGET = 1 << 20
-
-
-def cpu_kernel_available() -> bool:
-    """Whether the compiled CPU kernel is importable (``make install`` builds it)."""
-    return _soft_nms_cpu is not None
 
 
 def _check_method(method: str) -> None:
@@ -152,8 +139,7 @@ def _soft_nms_rounds(
     score_threshold: float,
     method: str,
 ) -> tuple[Tensor, Tensor]:
-    """Vectorised Soft-NMS over class-grouped boxes (see the module docstring); the path of GPU
-    tensors, float64 inputs, and CPUs without the compiled kernel.
+    """Vectorised Soft-NMS over class-grouped boxes (see the module docstring).
 
     Returns:
         ``positions`` of the kept boxes (int64, into the grouped order) and their new scores.
@@ -183,44 +169,6 @@ def _soft_nms_rounds(
     return positions, final.index_select(0, positions)
 
 
-def _batched_soft_nms_kernel(
-    boxes: Tensor,
-    scores: Tensor,
-    idxs: Tensor,
-    iou_threshold: float,
-    sigma: float,
-    score_threshold: float,
-    method: str,
-) -> tuple[Tensor, Tensor]:
-    """:func:`batched_soft_nms` with the compiled kernel, for float32 CPU boxes and scores.
-
-    The bookkeeping around the kernel (grouping by class, final ordering) is done in NumPy: at
-    1,000 boxes the kernel itself takes about 0.1 ms, as long as a dozen tensor operations.
-    """
-    classes = idxs.detach().cpu().numpy()
-    order = np.argsort(classes, kind="stable")  # input order inside a class: ties to the lower index
-    grouped = classes[order]
-    offsets = np.concatenate(([0], np.flatnonzero(grouped[1:] != grouped[:-1]) + 1, [len(grouped)]))
-    n = len(order)
-    keep_pos = np.empty(n, dtype=np.int64)
-    keep_score = np.empty(n, dtype=np.float32)
-    kept = _soft_nms_cpu.soft_nms(
-        boxes.detach().numpy()[order],
-        scores.detach().numpy()[order],
-        offsets.astype(np.int64),
-        iou_threshold,
-        sigma,
-        score_threshold,
-        method == "gaussian",
-        keep_pos,
-        keep_score,
-    )
-    keep = order[keep_pos[:kept]]
-    new_scores = keep_score[:kept]
-    ranking = np.lexsort((keep, -new_scores))  # decreasing score, then increasing index
-    return torch.from_numpy(keep[ranking]), torch.from_numpy(new_scores[ranking])
-
-
 @torch.no_grad()
 def batched_soft_nms(
     boxes: Tensor,
@@ -245,8 +193,7 @@ def batched_soft_nms(
     Returns:
         ``keep`` (int64 indices into the input) ordered by decreasing new score over all
         classes (equal scores by increasing index), and ``new_scores`` aligned with ``keep`` (in
-        the dtype of ``scores``). Float32 CPU inputs run the compiled kernel when it is built;
-        everything else runs the vectorised path (see the module docstring).
+        the dtype of ``scores``).
     """
     _check_method(method)
     device = boxes.device
@@ -254,17 +201,6 @@ def batched_soft_nms(
         return torch.empty(0, dtype=torch.int64, device=device), scores.new_empty(0)
     box_dtype = torch.promote_types(boxes.dtype, torch.float32)
     score_dtype = torch.promote_types(scores.dtype, torch.float32)
-    if (
-        _soft_nms_cpu is not None
-        and device.type == "cpu"
-        and box_dtype == torch.float32
-        and score_dtype == torch.float32
-    ):
-        keep, new_scores = _batched_soft_nms_kernel(
-            boxes.to(box_dtype), scores.to(score_dtype), idxs, iou_threshold, sigma, score_threshold, method
-        )
-        return keep, new_scores.to(scores.dtype)
-
     # Group by class, keeping input order inside a class (a tie goes to the lower index).
     order = torch.argsort(idxs, stable=True)
     _, counts = torch.unique_consecutive(idxs.index_select(0, order), return_counts=True)
