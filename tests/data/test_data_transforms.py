@@ -1,19 +1,20 @@
-"""Flip and scale-jitter keep image, boxes and masks consistent."""
+"""The v2 training transforms: resize to the model's input size (bit-exact with torchvision's detection
+transform) and flips keep image, boxes and masks consistent."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
+from pycocotools import mask as mask_utils
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
-from msrcnn.data import (
-    Compose,
-    RandomHorizontalFlip,
-    RandomShortSideResize,
-    build_train_transforms,
-    hflip,
-    resize,
-)
+from msrcnn.data import EncodedMasks, ResizeToInput, build_train_transforms, input_size
 from msrcnn.data.transforms import resize_scale
+from msrcnn.models.transform import MaskScoringTransform
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def _boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
@@ -25,91 +26,124 @@ def _boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     return torch.tensor(boxes, dtype=torch.float32)
 
 
-def _sample(height: int = 30, width: int = 50) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+RECTS = [(2, 3, 12, 9), (20, 10, 49, 30), (0, 0, 5, 5)]  # x1, y1, x2, y2
+
+
+def _sample(height: int = 30, width: int = 50, encoded: bool = False):
     """An image with three rectangular instances whose boxes are exactly their masks' extents."""
-    rects = [(2, 3, 12, 9), (20, 10, 49, 30), (0, 0, 5, 5)]  # x1, y1, x2, y2
-    masks = torch.zeros((len(rects), height, width), dtype=torch.uint8)
-    for i, (x1, y1, x2, y2) in enumerate(rects):
+    masks = torch.zeros((len(RECTS), height, width), dtype=torch.uint8)
+    for i, (x1, y1, x2, y2) in enumerate(RECTS):
         masks[i, y1:y2, x1:x2] = 1
-    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))
+    image = tv_tensors.Image(torch.rand(3, height, width, generator=torch.Generator().manual_seed(0)))
+    if encoded:
+        rles = mask_utils.encode(masks.permute(1, 2, 0).numpy().copy(order="F"))
+        mask_value = EncodedMasks(rles, height, width)
+    else:
+        mask_value = tv_tensors.Mask(masks)
     target = {
-        "boxes": torch.tensor(rects, dtype=torch.float32),
+        "boxes": tv_tensors.BoundingBoxes(torch.tensor(RECTS, dtype=torch.float32), format="XYXY", canvas_size=(height, width)),
         "labels": torch.tensor([1, 2, 3]),
-        "masks": masks,
-        "area": masks.flatten(1).sum(1).float(),
+        "masks": mask_value,
         "image_id": torch.tensor(7),
-        "iscrowd": torch.zeros(3, dtype=torch.int64),
-        "orig_size": torch.tensor([height, width]),
     }
     return image, target
 
 
-def _empty_sample(height: int = 30, width: int = 50) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    image, target = _sample(height, width)
-    keep = torch.zeros(3, dtype=torch.bool)
-    return image, {k: (v[keep] if v.ndim and v.shape[0] == 3 else v) for k, v in target.items()}
-
-
-def test_hflip_keeps_boxes_and_masks_consistent() -> None:
-    image, target = _sample()
-    flipped_image, flipped = hflip(image, target)
-    assert torch.equal(flipped_image, image.flip(-1))
-    assert torch.equal(_boxes_from_masks(flipped["masks"]), flipped["boxes"])
-    assert flipped["boxes"][1].tolist() == [1.0, 10.0, 30.0, 30.0]
-    assert torch.equal(flipped["labels"], target["labels"]) and torch.equal(flipped["area"], target["area"])
-    assert torch.equal(hflip(flipped_image, flipped)[1]["boxes"], target["boxes"])
-    assert torch.equal(target["masks"], _sample()[1]["masks"])  # the input is not modified
-
-
-def test_random_flip_probability() -> None:
-    image, target = _sample()
-    assert torch.equal(RandomHorizontalFlip(0.0)(image, target)[0], image)
-    assert torch.equal(RandomHorizontalFlip(1.0)(image, target)[0], image.flip(-1))
-    torch.manual_seed(0)
-    flips = sum(not torch.equal(RandomHorizontalFlip(0.5)(image, target)[0], image) for _ in range(200))
-    assert 70 < flips < 130
-
-
-def test_resize_follows_torchvision_rule() -> None:
+def test_input_size_follows_torchvision_rule() -> None:
     assert resize_scale(30, 50, 60, 1000) == pytest.approx(2.0)
     assert resize_scale(30, 50, 60, 80) == pytest.approx(80 / 50)  # long side cap wins
+    assert input_size(30, 50, 23, 1000) == (23, 38)
+    assert input_size(700, 1100, 160, 160) == (101, 160)
+    for height, width, min_size, max_size in [(30, 50, 23, 1000), (700, 1100, 160, 160), (479, 640, 800, 1333), (333, 999, 512, 700)]:
+        resized = F.interpolate(
+            torch.zeros(1, 1, height, width),
+            scale_factor=resize_scale(height, width, min_size, max_size),
+            recompute_scale_factor=True,
+        )
+        assert tuple(resized.shape[-2:]) == input_size(height, width, min_size, max_size)
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+@pytest.mark.parametrize(("min_size", "max_size"), [(60, 1000), (23, 1000), (41, 45), (7, 1000)])
+def test_resize_to_input_matches_the_models_resize_exactly(encoded: bool, min_size: int, max_size: int) -> None:
+    image, target = _sample(encoded=encoded)
+    out_image, out = ResizeToInput([min_size], max_size)(image, target)
+    reference = MaskScoringTransform([min_size], max_size, MEAN, STD).train()
+    full_masks = _sample()[1]["masks"].as_subclass(torch.Tensor)
+    ref_image, ref = reference.resize(image.as_subclass(torch.Tensor), {"boxes": target["boxes"].as_subclass(torch.Tensor), "masks": full_masks})
+    assert isinstance(out_image, tv_tensors.Image) and isinstance(out["masks"], tv_tensors.Mask)
+    assert isinstance(out["boxes"], tv_tensors.BoundingBoxes) and out["boxes"].canvas_size == tuple(out_image.shape[-2:])
+    assert torch.equal(out_image, ref_image)
+    assert torch.equal(out["boxes"], ref["boxes"])
+    assert torch.equal(out["masks"], ref["masks"]) and out["masks"].dtype == torch.uint8
+    assert torch.equal(out["labels"], target["labels"]) and torch.equal(out["image_id"], target["image_id"])
+
+
+def test_integer_scale_keeps_exact_extents() -> None:
+    image, target = _sample(encoded=True)
+    out_image, out = ResizeToInput([60], 1000)(image, target)
+    assert out_image.shape == (3, 60, 100)
+    assert torch.equal(out["boxes"], torch.tensor(RECTS, dtype=torch.float32) * 2)
+    assert torch.equal(_boxes_from_masks(out["masks"]), out["boxes"].as_subclass(torch.Tensor))
+
+
+def test_the_model_leaves_marked_targets_alone() -> None:
     image, target = _sample()
-    resized_image, resized = resize(image, target, 60, 1000)
+    model_transform = MaskScoringTransform([60], 1000, MEAN, STD).train()
+    plain = {"boxes": target["boxes"].as_subclass(torch.Tensor), "masks": target["masks"].as_subclass(torch.Tensor)}
+    marked = {**plain, "at_input_size": torch.tensor(True)}
+    kept_image, kept = model_transform.resize(image.as_subclass(torch.Tensor), dict(marked))
+    assert kept_image.shape == image.shape and kept["masks"] is plain["masks"] and kept["boxes"] is plain["boxes"]
+    resized_image, _ = model_transform.resize(image.as_subclass(torch.Tensor), dict(plain))
     assert resized_image.shape == (3, 60, 100)
-    assert resized["masks"].shape == (3, 60, 100) and resized["masks"].dtype == torch.uint8
-    assert torch.equal(resized["boxes"], target["boxes"] * 2)
-    # nearest-neighbour mask resizing keeps the exact 2x extents
-    assert torch.equal(_boxes_from_masks(resized["masks"]), resized["boxes"])
-    assert torch.equal(resized["area"], target["area"] * 4)
-    assert torch.equal(resized["orig_size"], target["orig_size"])
+    # evaluation always resizes (images come at their original size)
+    assert model_transform.eval().resize(image.as_subclass(torch.Tensor), dict(marked))[0].shape == (3, 60, 100)
 
 
-def test_resize_with_non_integer_scale_stays_consistent() -> None:
+def test_flip_keeps_boxes_and_masks_consistent() -> None:
     image, target = _sample()
-    resized_image, resized = resize(image, target, 23, 1000)
-    height, width = resized_image.shape[-2:]
-    assert (height, width) == (23, 38)  # floor(30 * 23/30), floor(50 * 23/30)
-    assert resized["masks"].shape[-2:] == (height, width)
-    assert torch.allclose(_boxes_from_masks(resized["masks"]), resized["boxes"], atol=1.0)
-    assert 0.0 <= float(resized_image.min()) and float(resized_image.max()) <= 1.0
+    flipped_image, flipped = v2.RandomHorizontalFlip(1.0)(image, target)
+    assert torch.equal(flipped_image, image.flip(-1))
+    assert torch.equal(_boxes_from_masks(flipped["masks"]), flipped["boxes"].as_subclass(torch.Tensor))
+    assert flipped["boxes"][1].tolist() == [1.0, 10.0, 30.0, 30.0]
+    assert torch.equal(flipped["labels"], target["labels"])
+
+
+def test_flip_probability() -> None:
+    image, target = _sample()
+    pipeline = build_train_transforms(hflip_prob=0.5)
+    torch.manual_seed(0)
+    flips = sum(not torch.equal(pipeline(image, target)[0], image) for _ in range(200))
+    assert 70 < flips < 130
+    assert build_train_transforms(hflip_prob=0.0) is None
 
 
 def test_scale_jitter_chooses_among_sizes() -> None:
-    image, target = _sample()
-    jitter = RandomShortSideResize([15, 30, 45], max_size=1000)
+    image, target = _sample(encoded=True)
+    jitter = ResizeToInput([15, 30, 45], max_size=1000)
     torch.manual_seed(0)
-    heights = {jitter(image, target)[0].shape[-2] for _ in range(30)}
-    assert heights == {15, 30, 45}
+    shapes = set()
+    for _ in range(30):
+        out_image, out = jitter(image, target)
+        assert out["masks"].shape[-2:] == out_image.shape[-2:] == out["boxes"].canvas_size
+        shapes.add(out_image.shape[-2])
+    assert shapes == {15, 30, 45}
 
 
-def test_transforms_handle_images_without_instances() -> None:
-    image, target = _empty_sample()
-    pipeline = build_train_transforms(hflip_prob=1.0, train_min_size=[60], max_size=1000)
-    assert isinstance(pipeline, Compose)
-    out_image, out = pipeline(image, target)
+def test_images_without_instances() -> None:
+    image = tv_tensors.Image(torch.rand(3, 30, 50))
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(30, 50)),
+        "masks": EncodedMasks([], 30, 50),
+        "labels": torch.zeros(0, dtype=torch.int64),
+    }
+    out_image, out = v2.Compose([ResizeToInput([60], 1000), v2.RandomHorizontalFlip(1.0)])(image, target)
     assert out_image.shape == (3, 60, 100)
-    assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, 60, 100) and out["area"].shape == (0,)
+    assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, 60, 100)
 
 
-def test_build_train_transforms_can_be_a_no_op() -> None:
-    assert build_train_transforms(hflip_prob=0.0, train_min_size=None, max_size=1333) is None
+def test_resize_refuses_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="min_sizes"):
+        ResizeToInput([], 100)
+    with pytest.raises(ValueError, match="min_sizes"):
+        ResizeToInput([0], 100)

@@ -8,34 +8,28 @@ from msrcnn.data.coco import (
     SplitStats,
     coco2017_splits,
     decode_masks,
+    encode_masks,
     load_annotation_file,
 )
 from msrcnn.data.datamodule import DetectionDataModule, collate
 from msrcnn.data.errors import DataError
 from msrcnn.data.images import read_image
+from msrcnn.data.masks import EncodedMasks
 from msrcnn.data.samplers import GroupedBatchSampler, InferenceSampler, create_aspect_ratio_groups
 from msrcnn.data.shapes import CATEGORIES as SHAPES_CATEGORIES
 from msrcnn.data.shapes import generate_shapes, shapes_splits
-from msrcnn.data.transforms import (
-    Compose,
-    RandomHorizontalFlip,
-    RandomShortSideResize,
-    build_train_transforms,
-    hflip,
-    resize,
-)
+from msrcnn.data.transforms import ResizeToInput, build_train_transforms, input_size
 
 __all__ = [
     "SHAPES_CATEGORIES",
     "CategoryMap",
     "CocoInstanceDataset",
-    "Compose",
     "DataError",
     "DetectionDataModule",
+    "EncodedMasks",
     "GroupedBatchSampler",
     "InferenceSampler",
-    "RandomHorizontalFlip",
-    "RandomShortSideResize",
+    "ResizeToInput",
     "SplitSpec",
     "SplitStats",
     "build_train_transforms",
@@ -43,10 +37,10 @@ __all__ = [
     "collate",
     "create_aspect_ratio_groups",
     "decode_masks",
+    "encode_masks",
     "generate_shapes",
-    "hflip",
+    "input_size",
     "load_annotation_file",
     "read_image",
-    "resize",
     "shapes_splits",
 ]

@@ -21,9 +21,11 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 
 from msrcnn.data.errors import LOGGER, DataError
 from msrcnn.data.images import read_image
+from msrcnn.data.masks import EncodedMasks
 
 Target = dict[str, torch.Tensor]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
@@ -378,29 +380,41 @@ def _segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str
     return segmentation
 
 
+def encode_masks(segmentations: Sequence[Any], height: int, width: int) -> EncodedMasks:
+    """Validated COCO segmentations as RLEs, decoded later at the size they are needed."""
+    return EncodedMasks([_segmentation_to_rle(seg, height, width) for seg in segmentations], height, width)
+
+
 def decode_masks(segmentations: Sequence[Any], height: int, width: int) -> torch.Tensor:
-    """Decode validated COCO segmentations into a uint8 tensor [N, H, W] in one pycocotools call."""
-    if not segmentations:
-        return torch.zeros((0, height, width), dtype=torch.uint8)
-    rles = [_segmentation_to_rle(segmentation, height, width) for segmentation in segmentations]
-    decoded = mask_utils.decode(rles)
-    return torch.from_numpy(np.ascontiguousarray(decoded.transpose(2, 0, 1)))
+    """Decode validated COCO segmentations into a uint8 tensor [N, H, W] at full resolution."""
+    return encode_masks(segmentations, height, width).decode()
 
 
-def build_target(record: Mapping[str, Any]) -> Target:
-    """The target dict of one image record (crowds and degenerate instances already removed)."""
+def build_target(record: Mapping[str, Any], *, masks: bool = True) -> dict[str, Any]:
+    """The target of one image record (crowds and degenerate instances already removed), in
+    ``tv_tensors``: ``boxes`` a ``BoundingBoxes`` (XYXY), ``masks`` the still encoded
+    :class:`EncodedMasks` (absent with ``masks=False``). ``area`` is the mask area in the
+    original image's pixels, as in the annotation file."""
     height, width = record["height"], record["width"]
     annotations = record["annotations"]
-    masks = decode_masks([ann["segmentation"] for ann in annotations], height, width)
-    return {
-        "boxes": torch.tensor([ann["bbox"] for ann in annotations], dtype=torch.float32).reshape(-1, 4),
+    encoded = encode_masks([ann["segmentation"] for ann in annotations], height, width)
+    boxes = torch.tensor([ann["bbox"] for ann in annotations], dtype=torch.float32).reshape(-1, 4)
+    target: dict[str, Any] = {
+        "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
         "labels": torch.tensor([ann["label"] for ann in annotations], dtype=torch.int64),
-        "masks": masks,
         "image_id": torch.tensor(record["id"], dtype=torch.int64),
-        "area": masks.flatten(1).sum(1).to(torch.float32),
+        "area": encoded.area(),
         "iscrowd": torch.zeros(len(annotations), dtype=torch.int64),
         "orig_size": torch.tensor([height, width], dtype=torch.int64),
     }
+    if masks:
+        target["masks"] = encoded
+    return target
+
+
+def _plain(value: Any) -> Any:
+    """A tv_tensor as the plain tensor it wraps (what the model and collate expect)."""
+    return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else value
 
 
 def _log_stats(name: str, source: str, stats: SplitStats, drop_empty: bool) -> None:
@@ -435,6 +449,13 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
     split's (the files must then declare identical categories); without it the file's own categories
     define it. ``drop_empty`` removes images without usable annotations (training only), and
     ``require_annotations=False`` accepts image-info files such as COCO test-dev (empty targets).
+
+    Items are produced with ``torchvision.transforms.v2``: ``resize`` (a
+    :class:`~msrcnn.data.transforms.ResizeToInput`, training) brings image, boxes and masks to the
+    detector's input size, decoding the masks directly at that size, and marks the target
+    ``at_input_size`` so the model does not resize again; ``transforms`` (v2, e.g. a flip) follow.
+    ``with_masks=False`` leaves the masks out of the targets (evaluation reads the json instead).
+    Images and targets come out as plain tensors.
     """
 
     def __init__(
@@ -444,6 +465,8 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
         *,
         category_map: CategoryMap | None = None,
         transforms: Transform | None = None,
+        resize: Transform | None = None,
+        with_masks: bool = True,
         drop_empty: bool = False,
         require_annotations: bool = True,
         name: str | None = None,
@@ -451,6 +474,8 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
         self.ann_file = Path(ann_file)
         self.img_dir = Path(img_dir)
         self.transforms = transforms
+        self.resize = resize
+        self.with_masks = with_masks
         self.name = name or self.ann_file.stem
         source = str(self.ann_file)
         required = ("images", "annotations", "categories") if require_annotations else ("images",)
@@ -502,10 +527,15 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         record = self._records[index]
-        image = read_image(
-            self.img_dir / record["file_name"], record["id"], (record["height"], record["width"])
+        image = tv_tensors.Image(
+            read_image(self.img_dir / record["file_name"], record["id"], (record["height"], record["width"]))
         )
-        target = build_target(record)
+        target = build_target(record, masks=self.with_masks)
+        if self.resize is not None:
+            image, target = self.resize(image, target)
+            target["at_input_size"] = torch.tensor(True)
+        if isinstance(target.get("masks"), EncodedMasks):
+            target["masks"] = tv_tensors.Mask(target["masks"].decode())
         if self.transforms is not None:
             image, target = self.transforms(image, target)
-        return image, target
+        return _plain(image), {key: _plain(value) for key, value in target.items()}

@@ -30,7 +30,7 @@ from msrcnn.data.samplers import (
     create_aspect_ratio_groups,
 )
 from msrcnn.data.shapes import generate_shapes, shapes_splits
-from msrcnn.data.transforms import build_train_transforms
+from msrcnn.data.transforms import ResizeToInput, build_train_transforms
 
 _SPLITS = ("train", "val", "test")
 _STAGE_SPLITS: dict[str, tuple[str, ...]] = {
@@ -111,6 +111,13 @@ class DetectionDataModule(L.LightningDataModule):
     :func:`generate_shapes`, generated under ``synthetic_root`` and used for train and val). Images and
     targets come out as lists (see :func:`collate`); labels are contiguous ``1..K`` and
     :attr:`category_map` maps them back to the annotation file's ids for evaluation.
+
+    Training images reach the model at its input size: ``train_min_size`` (short sides, one drawn
+    per image: scale jitter when there are several) and ``max_size`` (long-side cap) are the model's
+    ``min_size`` / ``max_size`` unless set otherwise; the workers resize image, boxes and masks
+    (decoded directly at that size) and the model's own resize then leaves them alone. With
+    ``train_min_size=None`` training masks are decoded at full resolution and the model resizes.
+    Validation and test targets carry no masks (the evaluation reads the annotation file).
     """
 
     def __init__(
@@ -127,7 +134,7 @@ class DetectionDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         hflip_prob: float = 0.5,
         train_min_size: Sequence[int] | None = None,
-        max_size: int = 1333,
+        max_size: int | None = None,
         aspect_ratio_group_factor: int = 3,
         seed: int = 0,
         persistent_workers: bool = True,
@@ -150,12 +157,13 @@ class DetectionDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.hflip_prob = float(hflip_prob)
-        self.train_min_size = [int(size) for size in train_min_size] if train_min_size else None
-        self.max_size = int(max_size)
+        self.train_min_size: list[int] | None = None
+        self.max_size: int | None = None
         self.aspect_ratio_group_factor = int(aspect_ratio_group_factor)
         self.seed = int(seed)
         self.persistent_workers = bool(persistent_workers)
         self._datasets: dict[str, CocoInstanceDataset] = {}
+        self.set_input_size(train_min_size, max_size)
         self._category_map: CategoryMap | None = None
         self._resume_step: int | None = None  # the optimizer step a checkpoint resumes from (load_state_dict)
 
@@ -201,18 +209,32 @@ class DetectionDataModule(L.LightningDataModule):
             self.class_names,
         )
 
+    def set_input_size(self, train_min_size: Sequence[int] | None, max_size: int | None) -> None:
+        """The size training images are resized to in the workers (see the class docstring); also
+        after :meth:`setup`, e.g. once the input size has been chosen from the data's statistics."""
+        sizes = [int(size) for size in train_min_size] if train_min_size else None
+        if sizes is not None and max_size is None:
+            raise ValueError(f"train_min_size={sizes} needs a max_size (the model's long-side cap)")
+        self.train_min_size = sizes
+        self.max_size = None if max_size is None else int(max_size)
+        if "train" in self._datasets:
+            self._datasets["train"].resize = self._train_resize()
+
+    def _train_resize(self) -> ResizeToInput | None:
+        if self.train_min_size is None:
+            return None
+        return ResizeToInput(self.train_min_size, self.max_size)
+
     def _build_dataset(self, split: str, spec: SplitSpec) -> CocoInstanceDataset:
         """One split; the first split loaded fixes the category map and later ones must agree with it."""
-        transforms = None
-        if split == "train":
-            transforms = build_train_transforms(
-                hflip_prob=self.hflip_prob, train_min_size=self.train_min_size, max_size=self.max_size
-            )
+        train = split == "train"
         dataset = CocoInstanceDataset(
             spec.ann_file,
             spec.img_dir,
             category_map=self._category_map,
-            transforms=transforms,
+            transforms=build_train_transforms(hflip_prob=self.hflip_prob) if train else None,
+            resize=self._train_resize() if train else None,
+            with_masks=train,
             drop_empty=split == "train",
             require_annotations=split != "test",
             name=split,

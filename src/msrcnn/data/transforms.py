@@ -1,61 +1,41 @@
-"""Joint image/target augmentations for instance segmentation, written with whole-tensor operations.
+"""Training-time transforms on ``torchvision.transforms.v2`` and ``tv_tensors``.
 
-Random choices draw from torch's global generator, which DataLoader seeds per worker from the loader's
-seeded generator, so augmentation is reproducible for a fixed seed and worker count. Only training
-uses these: validation and test images keep their original size because the model resizes internally
-and maps predictions back to the original resolution.
+A sample is ``(tv_tensors.Image, target)`` with ``target["boxes"]`` a ``tv_tensors.BoundingBoxes``
+(XYXY) and ``target["masks"]`` a ``tv_tensors.Mask`` or, before resizing, :class:`EncodedMasks`
+(RLEs decoded by :class:`ResizeToInput` directly at the resized size). Other target entries (labels,
+ids) pass through untouched.
+
+:class:`ResizeToInput` resizes to the detector's input size with exactly the rule and the arithmetic
+of torchvision's ``GeneralizedRCNNTransform`` (short side to one of ``min_sizes``, drawn per image,
+long side capped at ``max_size``; bilinear image, nearest masks, scaled boxes), so the model, seeing
+``target["at_input_size"]``, leaves image and target as they are (``MaskScoringTransform.resize``).
+Training masks are thus never materialised at full resolution, and the resize runs in the
+DataLoader workers instead of the training process.
+
+Random choices draw from torch's global generator, which :class:`~msrcnn.data.datamodule.DetectionDataModule`
+seeds per item, so augmentation is reproducible. Only training uses these: validation and test
+images keep their original size (the model resizes them and maps predictions back).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
+from torchvision import tv_tensors
+from torchvision.models.detection.transform import resize_boxes
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
-from msrcnn.data.coco import Target, Transform
+from msrcnn.data.masks import EncodedMasks, nearest_source_indices
 
-
-class Compose:
-    """Apply transforms in order."""
-
-    def __init__(self, transforms: Sequence[Transform]) -> None:
-        self.transforms = list(transforms)
-
-    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
-        for transform in self.transforms:
-            image, target = transform(image, target)
-        return image, target
-
-    def __repr__(self) -> str:
-        return f"Compose({self.transforms!r})"
-
-
-def hflip(image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
-    """Mirror the image, its masks and its xyxy boxes left-right."""
-    width = image.shape[-1]
-    boxes = target["boxes"]
-    flipped = dict(target)
-    flipped["boxes"] = torch.stack(
-        (width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]), dim=1
-    )
-    flipped["masks"] = target["masks"].flip(-1)
-    return image.flip(-1), flipped
-
-
-class RandomHorizontalFlip:
-    """:func:`hflip` with probability ``prob``."""
-
-    def __init__(self, prob: float = 0.5) -> None:
-        self.prob = prob
-
-    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
-        if torch.rand(()).item() < self.prob:
-            return hflip(image, target)
-        return image, target
-
-    def __repr__(self) -> str:
-        return f"RandomHorizontalFlip(prob={self.prob})"
+__all__ = [
+    "ResizeToInput",
+    "build_train_transforms",
+    "input_size",
+    "resize_scale",
+]
 
 
 def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:
@@ -64,53 +44,70 @@ def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float
     return min(min_size / min(height, width), max_size / max(height, width))
 
 
-def resize(image: torch.Tensor, target: Target, min_size: int, max_size: int) -> tuple[torch.Tensor, Target]:
-    """Resize image (bilinear), masks (nearest) and boxes (scaled) exactly as torchvision's model does."""
-    height, width = image.shape[-2:]
+def input_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """The ``(height, width)`` torchvision's detection transform resizes a ``height x width`` image to:
+    ``F.interpolate(scale_factor=s, recompute_scale_factor=True)`` truncates ``side * s``."""
     scale = resize_scale(height, width, min_size, max_size)
-    resized = F.interpolate(
-        image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
-    )[0]
-    new_h, new_w = resized.shape[-2:]
-    masks = target["masks"]
-    if masks.shape[0]:
-        masks = F.interpolate(masks[:, None].float(), size=(new_h, new_w), mode="nearest")[:, 0].to(
-            torch.uint8
-        )
-    else:
-        masks = masks.new_zeros((0, new_h, new_w))
-    ratios = torch.tensor((new_w / width, new_h / height, new_w / width, new_h / height), dtype=torch.float32)
-    out = dict(target)
-    out["boxes"] = target["boxes"] * ratios
-    out["masks"] = masks
-    out["area"] = masks.flatten(1).sum(1).to(torch.float32)
-    return resized, out
+    return int(height * scale), int(width * scale)
 
 
-class RandomShortSideResize:
-    """Scale jitter: resize to a short side drawn uniformly from ``min_sizes``, long side capped at ``max_size``."""
+def _resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of ``[..., H, W]`` masks by gathering the rows and columns torch's
+    ``mode="nearest"`` reads (no float copy of the masks)."""
+    height, width = mask.shape[-2:]
+    rows = torch.from_numpy(nearest_source_indices(height, size[0]))
+    cols = torch.from_numpy(nearest_source_indices(width, size[1]))
+    return mask.index_select(-2, rows).index_select(-1, cols)
+
+
+class ResizeToInput(v2.Transform):
+    """Resize to the detector's input size (scale jitter when ``min_sizes`` has several entries).
+
+    Images are resized bilinearly without antialiasing, masks by nearest neighbour (an
+    :class:`EncodedMasks` is decoded at the new size), boxes by torchvision's ``resize_boxes``: the
+    same numbers, bit for bit, as ``GeneralizedRCNNTransform`` would compute in the model.
+    """
+
+    _transformed_types = (tv_tensors.Image, tv_tensors.BoundingBoxes, tv_tensors.Mask, EncodedMasks)
 
     def __init__(self, min_sizes: Sequence[int], max_size: int) -> None:
-        if not min_sizes:
-            raise ValueError("min_sizes must not be empty")
-        self.min_sizes = [int(size) for size in min_sizes]
+        super().__init__()
+        sizes = [int(size) for size in min_sizes]
+        if not sizes or any(size <= 0 for size in sizes) or int(max_size) <= 0:
+            raise ValueError(f"min_sizes must be non-empty and positive and max_size positive, got {min_sizes}, {max_size}")
+        self.min_sizes = sizes
         self.max_size = int(max_size)
 
-    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
-        choice = int(torch.randint(len(self.min_sizes), ()).item())
-        return resize(image, target, self.min_sizes[choice], self.max_size)
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        images = [inpt for inpt in flat_inputs if isinstance(inpt, tv_tensors.Image)]
+        if len(images) != 1:
+            raise TypeError(f"ResizeToInput needs exactly one tv_tensors.Image in the sample, got {len(images)}")
+        height, width = images[0].shape[-2:]
+        choice = int(torch.randint(len(self.min_sizes), ()).item()) if len(self.min_sizes) > 1 else 0
+        return {
+            "original": (int(height), int(width)),
+            "size": input_size(int(height), int(width), self.min_sizes[choice], self.max_size),
+        }
 
-    def __repr__(self) -> str:
-        return f"RandomShortSideResize(min_sizes={self.min_sizes}, max_size={self.max_size})"
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        size = params["size"]
+        if isinstance(inpt, EncodedMasks):
+            return tv_tensors.Mask(inpt.decode(size))
+        if isinstance(inpt, tv_tensors.Mask):
+            return tv_tensors.wrap(_resize_mask(inpt.as_subclass(torch.Tensor), size), like=inpt)
+        if isinstance(inpt, tv_tensors.BoundingBoxes):
+            if inpt.format != tv_tensors.BoundingBoxFormat.XYXY:
+                raise ValueError(f"ResizeToInput expects XYXY boxes, got {inpt.format}")
+            boxes = resize_boxes(inpt.as_subclass(torch.Tensor), list(params["original"]), list(size))
+            return tv_tensors.wrap(boxes, like=inpt, canvas_size=size)
+        return TF.resize(inpt, list(size), interpolation=v2.InterpolationMode.BILINEAR, antialias=False)
+
+    def extra_repr(self) -> str:
+        return f"min_sizes={self.min_sizes}, max_size={self.max_size}"
 
 
-def build_train_transforms(
-    *, hflip_prob: float, train_min_size: Sequence[int] | None, max_size: int
-) -> Transform | None:
-    """The training augmentation pipeline, or ``None`` when it would do nothing."""
-    steps: list[Transform] = []
-    if train_min_size:
-        steps.append(RandomShortSideResize(train_min_size, max_size))
+def build_train_transforms(*, hflip_prob: float) -> v2.Transform | None:
+    """The augmentation applied after :class:`ResizeToInput`, or ``None`` when it would do nothing."""
     if hflip_prob > 0:
-        steps.append(RandomHorizontalFlip(hflip_prob))
-    return Compose(steps) if steps else None
+        return v2.RandomHorizontalFlip(hflip_prob)
+    return None

@@ -1,6 +1,9 @@
 """``MaskScoringTransform``: torchvision's ``GeneralizedRCNNTransform`` with a choice of mask output.
 
-Pre-processing (normalisation, resizing, batching) is torchvision's, unchanged. ``postprocess``
+Pre-processing (normalisation, resizing, batching) is torchvision's, with one exception: a training
+target marked ``at_input_size`` (the data pipeline already resized image, boxes and masks to the
+model's input size with torchvision's rule, see :class:`msrcnn.data.ResizeToInput`) is not resized
+again, so full-resolution masks never reach the model. ``postprocess``
 scales the boxes back to the original image as torchvision does, then, by ``mask_output``:
 
 * ``"image"`` (torchvision's format): ``masks`` ``[K, 1, H, W]`` probabilities pasted into the
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor
 from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks_in_image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes, resize_keypoints
@@ -69,6 +73,12 @@ class MaskScoringTransform(GeneralizedRCNNTransform):
             mask_output=mask_output,
         )
 
+    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor] | None]:
+        """torchvision's resize, except for training targets marked ``at_input_size``: kept as they are."""
+        if self.training and target is not None and _at_input_size(target):
+            return image, target
+        return super().resize(image, target)
+
     def postprocess(
         self,
         result: list[dict[str, Tensor]],
@@ -89,3 +99,11 @@ class MaskScoringTransform(GeneralizedRCNNTransform):
             if "keypoints" in pred:
                 pred["keypoints"] = resize_keypoints(pred["keypoints"], im_s, o_im_s)
         return result
+
+
+def _at_input_size(target: dict[str, Tensor]) -> bool:
+    """Whether the data pipeline marked this target (and its image) as already at the input size."""
+    flag = target.get("at_input_size")
+    if flag is None:
+        return False
+    return bool(flag.item()) if isinstance(flag, torch.Tensor) else bool(flag)
