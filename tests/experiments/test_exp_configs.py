@@ -60,7 +60,8 @@ def test_every_job_of_the_sweep_validates_with_the_papers_recipe(experiment):
             and cfg.model.box_detections_per_img == 100
             and cfg.eval.max_dets == 100
         )
-        assert cfg.experiment_name == experiment and cfg.logger.group == experiment
+        assert cfg.experiment_name == experiment and cfg.logger.group is None  # W&B: grouped by sweep
+        assert list(cfg.logger.tags) == [experiment.split("_")[0]]  # the paper table, e.g. table4
         assert cfg.logger.name.value == "wandb"
         seen.add((backbone, cfg.head.name.value, cfg.head.input.value, cfg.head.target.value, cfg.head.tau))
     assert len(seen) == len(jobs)  # every job is a different configuration

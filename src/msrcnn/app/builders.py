@@ -157,8 +157,23 @@ def build_datamodule(cfg: DictConfig, train_required: bool = True) -> DetectionD
     )
 
 
-def build_logger(cfg: DictConfig, output_dir: Path, config: dict[str, Any]):
-    """The experiment logger of the ``logger`` group, writing inside the run directory."""
+def check_logger(lg: DictConfig) -> None:
+    """The W&B-only keys (``logger.id``, ``logger.log_model``) are refused with another logger."""
+    name = lg.name.value
+    if name != "wandb":
+        for key in ("id", "log_model"):
+            if lg.get(key):
+                raise ConfigError(f"logger.{key}={lg[key]} needs logger=wandb (the logger is {name})")
+
+
+def build_logger(cfg: DictConfig, output_dir: Path, config: dict[str, Any], job_type: str = "train"):
+    """The experiment logger of the ``logger`` group, writing inside the run directory.
+
+    W&B: one run per job (:mod:`msrcnn.app.wandb_runs`), named by the job's swept overrides in a
+    ``-m`` sweep and grouped by sweep unless ``logger.group`` is set; its config is ``config`` plus
+    the job's overrides and directories (``job``). ``logger.id`` adds to an existing run instead.
+    """
+    check_logger(cfg.logger)
     lg = cfg.logger
     name = lg.name.value
     if name == "none":
@@ -171,26 +186,19 @@ def build_logger(cfg: DictConfig, output_dir: Path, config: dict[str, Any]):
         from lightning.pytorch.loggers import TensorBoardLogger
 
         return TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version="")
-    from lightning.pytorch.loggers import WandbLogger
+    from msrcnn.app.wandb_runs import job_identity, make_wandb_logger
 
-    wandb_dir = output_dir / "wandb"
-    wandb_dir.mkdir(parents=True, exist_ok=True)
-    for var, sub in (
-        ("WANDB_DIR", ""),
-        ("WANDB_CACHE_DIR", "cache"),
-        ("WANDB_CONFIG_DIR", "config"),
-        ("WANDB_DATA_DIR", "data"),
-        ("WANDB_ARTIFACT_DIR", "artifacts"),
-    ):
-        os.environ[var] = str(output_dir if not sub else wandb_dir / sub)
-    return WandbLogger(
+    identity = job_identity(cfg.experiment_name, lg.group)
+    return make_wandb_logger(
+        output_dir,
         project=lg.project,
-        group=lg.group,
+        name=identity.name,
+        group=identity.group,
         tags=list(lg.tags),
-        name=cfg.experiment_name,
-        save_dir=str(output_dir),
         mode=lg.mode,
-        config=config,
+        config={**config, "job": identity.job},
+        id=lg.id,
+        job_type=job_type,
     )
 
 
@@ -231,7 +239,7 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
-    if has_logger and cfg.logger.name.value == "wandb" and cfg.logger.log_images > 0:
+    if has_logger and cfg.logger.name.value == "wandb":  # the APs, tables and figures (images: log_images)
         from msrcnn.training.media import WandbMedia
 
         callbacks.append(WandbMedia(num_images=cfg.logger.log_images))

@@ -11,10 +11,18 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from msrcnn.app.builders import build_datamodule, build_detector, build_trainer, detector_state_dict
+from msrcnn.app.builders import (
+    build_datamodule,
+    build_detector,
+    build_logger,
+    build_trainer,
+    check_logger,
+    detector_state_dict,
+)
 from msrcnn.app.summary import format_results_table
 from msrcnn.app.train import write_results
-from msrcnn.config import EvalAppConfig, to_plain, validate
+from msrcnn.app.wandb_runs import wandb_job
+from msrcnn.config import ConfigError, EvalAppConfig, to_plain, validate
 from msrcnn.config.schema import Config, DataConfig
 from msrcnn.data import DataError
 from msrcnn.evaluation.evaluator import CocoEvaluator
@@ -33,9 +41,18 @@ def checkpoint_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+@wandb_job  # logger=wandb: the W&B run ends with the job
 def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
-    """Evaluates ``cfg.ckpt_path``; returns the results (None on a split without annotations)."""
+    """Evaluates ``cfg.ckpt_path``; returns the results (None on a split without annotations).
+
+    ``logger=wandb`` logs the results, tables and figures to W&B: a run of its own (``job_type`` eval)
+    whose config is the checkpoint's training config plus ``eval`` (this evaluation's settings), or,
+    with ``logger.id=<training run id>``, into that training run.
+    """
     cfg = validate(cfg, EvalAppConfig)
+    check_logger(cfg.logger)
+    if cfg.logger.log_model:
+        raise ConfigError("logger.log_model=true is for training (src/train.py); src/eval.py writes no checkpoint")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.torch_threads:
@@ -75,7 +92,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
     ann_file = datamodule.val_ann_file if split == "val" else datamodule.test_ann_file
     evaluator = CocoEvaluator(ann_file, [0, *datamodule.category_map.cat_ids], max_dets=cfg.max_dets)
     module = MaskScoringModule(model, plain["optim"], evaluator, config=trained)
-    trainer = build_trainer(cfg, logger=False, callbacks=[])
+    logger, callbacks = _eval_logger(cfg, output_dir, trained)
+    trainer = build_trainer(cfg, logger=logger, callbacks=callbacks)
     # The data module shards the split over the trainer's processes once it is attached.
     run = trainer.validate if split == "val" else trainer.test
     run(module, datamodule=datamodule, verbose=False)
@@ -93,3 +111,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
             print("\n" + format_results_table(results), flush=True)
         print(f"detections written to {output_dir}" + (f"\nresults: {path}" if path else ""), flush=True)
     return results if evaluator.has_annotations else None
+
+
+def _eval_logger(cfg: DictConfig, output_dir: Path, trained: dict[str, Any]) -> tuple[Any, list[L.Callback]]:
+    """The ``logger`` group's logger for an evaluation (the W&B media callback with a W&B one)."""
+    settings = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "split": cfg.split.value,
+        "max_dets": cfg.max_dets,
+        "soft_nms": cfg.soft_nms,
+    }
+    run_cfg = OmegaConf.merge(cfg, {"experiment_name": f"eval {trained.get('experiment_name', '')}".strip()})
+    trained_tags = list((trained.get("logger") or {}).get("tags") or [])
+    run_cfg.logger.tags = list(dict.fromkeys([*trained_tags, *cfg.logger.tags]))  # e.g. the paper table
+    logger = build_logger(run_cfg, output_dir, {**trained, "eval": settings}, job_type="eval")
+    if not logger or cfg.logger.name.value != "wandb":
+        return logger, []
+    from msrcnn.training.media import WandbMedia
+
+    return logger, [WandbMedia(num_images=cfg.logger.log_images, prefix=f"{cfg.split.value}/")]

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from msrcnn.app.builders import build_callbacks, build_datamodule, build_detector, build_logger, build_trainer
 from msrcnn.app.errors import report_last_checkpoint
 from msrcnn.app.summary import format_results_table
+from msrcnn.app.wandb_runs import wandb_job
 from msrcnn.config import to_plain, validate
 from msrcnn.evaluation import write_json_atomic
 from msrcnn.evaluation.evaluator import CocoEvaluator
@@ -43,6 +44,7 @@ def write_results(
     return write_json_atomic(output_dir / "results.json", {**results, **extra}, indent=2)
 
 
+@wandb_job  # the job's W&B run ends with it (one run per sweep job), its checkpoint logged if asked
 def train(cfg: DictConfig) -> dict[str, Any] | None:
     """Runs one training job; returns the final evaluation results (None when skipped)."""
     cfg, output_dir = prepare(cfg)

@@ -223,10 +223,12 @@ class TrainerConfig:
 class LoggerConfig:
     name: LoggerName = LoggerName.wandb
     project: str = "msrcnn"
-    group: Optional[str] = None
-    tags: list[str] = field(default_factory=list)
+    group: Optional[str] = None  # null: the sweep (its Hydra sweep dir) in a -m sweep, else experiment_name
+    tags: list[str] = field(default_factory=list)  # e.g. the paper table of a tableN_* sweep
     mode: str = "offline"  # wandb: offline unless the user set WANDB_MODE or logged in
     log_images: int = 4  # validation images with predicted masks per evaluation
+    log_model: bool = False  # wandb, training: the final last.ckpt / best.ckpt as a model artifact
+    id: Optional[str] = None  # wandb: add to this existing run (e.g. src/eval.py into its training run)
 
 
 @dataclass
@@ -286,6 +288,7 @@ class EvalAppConfig:
     max_dets: int = 100
     soft_nms: Optional[bool] = None  # null: as trained; true/false overrides model.soft_nms.enabled
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(name=LoggerName.none))
     paths: PathsConfig = field(default_factory=PathsConfig)
     experiment_name: str = "eval"
     seed: int = 0
