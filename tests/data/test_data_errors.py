@@ -157,3 +157,33 @@ def test_datamodule_setup_refuses_broken_splits(tiny_coco) -> None:
     module = DetectionDataModule(train=SplitSpec(str(tiny_coco.ann_file), str(tiny_coco.img_dir)), val=spec)
     with pytest.raises(DataError, match="missing.json"):
         module.setup("fit")
+
+
+def _corrupt_train_module(tiny_coco, num_workers: int) -> DetectionDataModule:
+    (tiny_coco.img_dir / "img_11.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    split = SplitSpec(str(tiny_coco.ann_file), str(tiny_coco.img_dir))
+    module = DetectionDataModule(
+        train=split, val=split, batch_size=4, num_workers=num_workers, persistent_workers=False,
+        train_min_size=[32], max_size=64,
+    )
+    module.setup("fit")
+    return module
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_worker_data_error_arrives_as_the_original_one_line_message(tiny_coco, num_workers: int) -> None:
+    module = _corrupt_train_module(tiny_coco, num_workers)
+    with pytest.raises(DataError) as info:
+        next(iter(module.train_dataloader()))
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith(str(tiny_coco.img_dir / "img_11.png")) and "image id 11" in message
+    if num_workers:
+        assert "DataLoader worker" in info.value.worker_traceback and message in info.value.worker_traceback
+    else:
+        assert info.value.worker_traceback is None
+
+
+def test_data_error_keeps_ordinary_messages() -> None:
+    assert str(DataError("a.json: bad")) == "a.json: bad"
+    assert DataError("a.json: bad").worker_traceback is None

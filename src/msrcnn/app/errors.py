@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,8 +27,17 @@ class InterruptedRun(SystemExit):
     """The run was stopped from outside (SIGTERM, Ctrl-C): ends the process, and a whole sweep."""
 
 
+def full_errors_requested() -> bool:
+    """``HYDRA_FULL_ERROR=1``: the user wants tracebacks, not one-line reports."""
+    return os.environ.get("HYDRA_FULL_ERROR", "") == "1"
+
+
 def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turns :data:`USER_ERRORS` into ``error: <message>`` on stderr and exit status 2.
+
+    The message is one line, also for a :class:`~msrcnn.data.DataError` raised in a DataLoader worker
+    (whose message torch wraps in the worker's traceback). With ``HYDRA_FULL_ERROR=1`` the error is
+    re-raised with its traceback instead (a worker's traceback printed first).
 
     In a multirun with the ``MultirunSummary`` callback (``conf/train.yaml``), a failing job (any
     exception or exit status other than an interruption) is recorded in its directory instead and the
@@ -45,6 +55,11 @@ def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 return fn(*args, **kwargs)
             except USER_ERRORS as err:
+                if full_errors_requested():
+                    worker_traceback = getattr(err, "worker_traceback", None)
+                    if worker_traceback:
+                        print(worker_traceback, file=sys.stderr, flush=True)
+                    raise
                 print(f"error: {err}", file=sys.stderr, flush=True)
                 raise SystemExit(EXIT_USER_ERROR) from None
         except (Exception, SystemExit) as err:
