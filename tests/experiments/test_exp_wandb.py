@@ -175,7 +175,7 @@ def test_eval_logs_to_a_run_of_its_own_or_into_the_training_run(sweep, shapes_di
     results = json.loads((own_dir / "results.json").read_text())
     assert own.id != trained.id and own.job_type == "eval" and own.name == "eval demo"
     assert own.config["head"]["input"] == "concat" and own.config["backbone"]["fpn_channels"] == 32
-    assert own.config["eval"] == {"ckpt_path": str(ckpt), "split": "val", "max_dets": 100, "soft_nms": None}
+    assert own.config["evaluation"] == {"ckpt_path": str(ckpt), "split": "val", "max_dets": 100, "soft_nms": None}
     assert own.summary["val/segm_AP"] == pytest.approx(results["segm"]["AP"])
     assert own.summary["val/segm_AP"] == pytest.approx(trained.summary["val/segm_AP"])  # the same model
     assert own.summary["val/detections"]["_type"] == "table-file"

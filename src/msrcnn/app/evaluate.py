@@ -46,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
     """Evaluates ``cfg.ckpt_path``; returns the results (None on a split without annotations).
 
     ``logger=wandb`` logs the results, tables and figures to W&B: a run of its own (``job_type`` eval)
-    whose config is the checkpoint's training config plus ``eval`` (this evaluation's settings), or,
+    whose config is the checkpoint's training config plus ``evaluation`` (this evaluation's settings), or,
     with ``logger.id=<training run id>``, into that training run.
     """
     cfg = validate(cfg, EvalAppConfig)
@@ -124,7 +124,7 @@ def _eval_logger(cfg: DictConfig, output_dir: Path, trained: dict[str, Any]) -> 
     run_cfg = OmegaConf.merge(cfg, {"experiment_name": f"eval {trained.get('experiment_name', '')}".strip()})
     trained_tags = list((trained.get("logger") or {}).get("tags") or [])
     run_cfg.logger.tags = list(dict.fromkeys([*trained_tags, *cfg.logger.tags]))  # e.g. the paper table
-    logger = build_logger(run_cfg, output_dir, {**trained, "eval": settings}, job_type="eval")
+    logger = build_logger(run_cfg, output_dir, {**trained, "evaluation": settings}, job_type="eval")
     if not logger or cfg.logger.name.value != "wandb":
         return logger, []
     from msrcnn.training.media import WandbMedia
