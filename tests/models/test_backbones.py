@@ -98,3 +98,20 @@ def test_default_anchor_sizes_have_equal_counts_per_level():
     assert default_anchor_sizes(5) == ((32,), (64,), (128,), (256,), (512,))
     three = default_anchor_sizes(3)
     assert len(three) == 3 and len({len(level) for level in three}) == 1 and three[0][0] == 32
+
+
+def test_width_scales_every_stage():
+    spec = build_backbone("r18_fpn", width=16, returned_layers=[1, 2, 3, 4], fpn_channels=8)
+    body = spec.body.body
+    assert body.conv1.out_channels == 16
+    assert [body[f"layer{i}"][-1].conv2.out_channels for i in (1, 2, 3, 4)] == [16, 32, 64, 128]
+    features = spec.body(torch.zeros(1, 3, 64, 64))
+    assert [f.shape[1] for f in features.values()] == [8] * 5
+    r50 = build_backbone("r50_fpn", width=16).body.body
+    assert r50["layer4"][-1].conv3.out_channels == 16 * 8 * 4  # bottleneck expansion
+
+
+def test_narrow_backbone_has_no_pretrained_weights():
+    with pytest.raises(ValueError, match="backbone.width=32"):
+        build_backbone("r18_fpn", width=32, pretrained="imagenet")
+

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from msrcnn.config import ConfigError
 from msrcnn.data import DetectionDataModule, SplitSpec
 from msrcnn.models import MaskScoringRCNN, build_model
-from msrcnn.training.callbacks import StepLogger
+from msrcnn.training.callbacks import StepLogger, TimeBudget
 
 log = logging.getLogger("msrcnn.app")
 
@@ -34,12 +34,14 @@ def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         fpn_channels=b["fpn_channels"],
         anchor_sizes=b["anchor_sizes"],
         aspect_ratios=b["aspect_ratios"],
+        width=b["width"],
         box_head=m["box_head"],
         box_representation_size=m["box_representation_size"],
         box_conv_channels=m["box_conv_channels"],
         box_num_convs=m["box_num_convs"],
         mask_head_channels=m["mask_head_channels"],
         mask_num_convs=m["mask_num_convs"],
+        channels_last=m["channels_last"],
         min_size=tuple(m["min_size"]),
         max_size=m["max_size"],
         rpn_pre_nms_top_n_train=m["rpn_pre_nms_top_n_train"],
@@ -233,6 +235,8 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list
         )
     if cb.log_every_n_steps > 0:
         callbacks.append(StepLogger(cb.log_every_n_steps))
+    if cb.time_budget.seconds is not None:
+        callbacks.append(TimeBudget(**OmegaConf.to_container(cb.time_budget)))
     if cb.lr_monitor and has_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if cb.rich_progress:

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig
 
 from msrcnn.app.builders import build_callbacks, build_datamodule, build_detector, build_logger, build_trainer
@@ -18,7 +19,7 @@ from msrcnn.app.wandb_runs import wandb_job
 from msrcnn.config import to_plain, validate
 from msrcnn.evaluation import write_json_atomic
 from msrcnn.evaluation.evaluator import CocoEvaluator
-from msrcnn.training import MaskScoringModule
+from msrcnn.training import MaskScoringModule, TimeBudget
 
 log = logging.getLogger("msrcnn.app")
 
@@ -35,6 +36,46 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Path]:
 
 
 def write_results(
+def training_summary(trainer: L.Trainer, module: MaskScoringModule) -> dict[str, Any]:
+    """How many steps were planned and ran, why training stopped, and whether the LR schedule
+    completed (a run cut short before its LR steps ends undecayed)."""
+    steps = int(trainer.global_step)
+    planned = int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else None
+    budget = next((c for c in trainer.callbacks if isinstance(c, TimeBudget)), None)
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    schedule = module.schedule
+    out: dict[str, Any] = {
+        "steps_run": steps,
+        "steps_planned": planned,
+        "steps_configured": (budget.initial_steps if budget is not None else None) or planned,
+        "epochs_run": int(trainer.current_epoch),
+        "lr_milestones": list(schedule.milestones) if schedule is not None else None,
+        "final_lr_factor": schedule(max(steps - 1, 0)) if schedule is not None else None,
+    }
+    if budget is not None:
+        out["time_budget_seconds"] = budget.seconds
+        out["replanned"] = budget.replans
+    if trainer.interrupted:
+        reason = f"interrupted at step {steps}"
+    elif planned is not None and steps >= planned:
+        reason = f"completed the planned {planned} steps"
+        if budget is not None and budget.replans:
+            last = budget.replans[-1]
+            reason += (
+                f" (re-planned from {out['steps_configured']} to fit the time budget of {budget.seconds:.0f} s:"
+                f" {last['seconds_per_step']:.3f} s/step at step {int(last['at_step'])})"
+            )
+    elif timer is not None and (timer.time_remaining() or 0.0) <= 0.0:
+        reason = f"trainer.max_time reached at step {steps} of {planned}"
+    elif trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch:
+        reason = f"trainer.max_epochs={trainer.max_epochs} reached at step {steps}"
+    else:
+        reason = f"stopped at step {steps} of {planned}"
+    out["stop_reason"] = reason
+    out["schedule_completed"] = planned is None or steps >= planned
+    return out
+
+
     results: dict[str, Any], evaluator: CocoEvaluator, output_dir: Path, extra: dict[str, Any]
 ) -> Path | None:
     """``results.json`` (when the split is annotated) and the two detection files, atomically."""
@@ -81,6 +122,13 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     train_seconds = time.perf_counter() - start
     if not cfg.eval.after_fit:
         return None
+    training = training_summary(trainer, module)
+    if trainer.is_global_zero:
+        print(
+            f"training: {training['steps_run']} steps ({training['stop_reason']})"
+            + ("" if training["schedule_completed"] else "; WARNING: the LR schedule did not complete"),
+            flush=True,
+        )
 
     if not trainer.fast_dev_run:
         trainer.limit_val_batches = 1.0  # the final evaluation sees the whole split
@@ -99,6 +147,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
             "global_step": trainer.global_step,
             "checkpoint_dir": str(output_dir / "checkpoints"),
         }
+            "training": training,
         path = write_results(results, evaluator, output_dir, extra)
         print("\n" + format_results_table(results), flush=True)
         print(f"run directory: {output_dir}" + (f"\nresults: {path}" if path else ""), flush=True)

@@ -91,6 +91,7 @@ class BackboneConfig:
     fpn_channels: int = 256
     anchor_sizes: Optional[list[list[int]]] = None
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    width: int = 64  # first-stage channels (the paper's ResNets: 64)
 
 
 @dataclass
@@ -125,6 +126,7 @@ class ModelConfig:
     box_num_convs: int = 4
     mask_head_channels: int = 256
     mask_num_convs: int = 4
+    channels_last: bool = False  # NHWC convolution weights (faster on CPUs and tensor-core GPUs)
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
     rpn_pre_nms_top_n_test: int = 1000
@@ -243,6 +245,15 @@ class CallbacksConfig:
 
 
 @dataclass
+class TimeBudgetConfig:
+    """``msrcnn.training.TimeBudget``: re-plans max_steps (and the LR steps) to fit ``seconds``."""
+
+    seconds: Optional[float] = None  # null: no budget (the run is exactly trainer.max_steps)
+    calibrate_steps: int = 20
+    check_every_n_steps: int = 10
+
+
+@dataclass
 class EvalConfig:
     max_dets: int = 100
     after_fit: bool = True  # evaluate the final model on the val split and write results.json
@@ -251,6 +262,7 @@ class EvalConfig:
 @dataclass
 class PathsConfig:
     root_dir: str = MISSING
+    time_budget: TimeBudgetConfig = field(default_factory=TimeBudgetConfig)
     data_dir: str = MISSING
     output_dir: str = MISSING
 

@@ -127,8 +127,48 @@ def default_anchor_sizes(num_levels: int) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(int(round(s)) for s in sizes[i * per : (i + 1) * per]) for i in range(num_levels))
 
 
-def _resnet(depth: int, norm: str, dcn: bool) -> nn.Module:
+def _stage(
+    block: type[resnet.BasicBlock] | type[resnet.Bottleneck],
+    inplanes: int,
+    planes: int,
+    blocks: int,
+    stride: int,
+    norm: Callable[[int], nn.Module],
+) -> nn.Sequential:
+    """One ResNet stage of ``blocks`` blocks of ``planes`` channels (``planes * expansion`` out)."""
+    out = planes * block.expansion
+    downsample = None
+    if stride != 1 or inplanes != out:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), norm(out))
+    layers = [block(inplanes, planes, stride, downsample, norm_layer=norm)]
+    layers += [block(out, planes, norm_layer=norm) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+def _set_width(model: resnet.ResNet, depth: int, width: int, norm: Callable[[int], nn.Module]) -> None:
+    """Rebuilds the stem and the four stages with ``width, 2 width, 4 width, 8 width`` channels
+    (torchvision's ResNets have width 64). Freshly initialised, as torchvision initialises them."""
+    block = resnet.BasicBlock if depth < 50 else resnet.Bottleneck
+    counts = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[depth]
+    model.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    model.bn1 = norm(width)
+    inplanes = width
+    for i, (blocks, planes) in enumerate(zip(counts, (width, 2 * width, 4 * width, 8 * width))):
+        setattr(model, f"layer{i + 1}", _stage(block, inplanes, planes, blocks, 1 if i == 0 else 2, norm))
+        inplanes = planes * block.expansion
+    model.fc = nn.Linear(inplanes, model.fc.out_features)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def _resnet(depth: int, norm: str, dcn: bool, width: int = 64) -> nn.Module:
     model = getattr(resnet, f"resnet{depth}")(weights=None, norm_layer=norm_layer(norm))
+    if width != 64:
+        _set_width(model, depth, width, norm_layer(norm))
     if dcn:
         for stage in (model.layer2, model.layer3, model.layer4):  # c3-c5
             for block in stage:
@@ -157,6 +197,7 @@ def build_backbone(
     returned_layers: Sequence[int] | None = None,
     fpn_channels: int = 256,
     anchor_sizes: Sequence[Sequence[int]] | None = None,
+    width: int = 64,
 ) -> BackboneSpec:
     """Builds one of :data:`BACKBONES`.
 
@@ -170,6 +211,9 @@ def build_backbone(
         returned_layers: FPN input stages (1 = C2 ... 4 = C5), overriding the backbone's default.
         fpn_channels: FPN width (the RoI feature channels).
         anchor_sizes: RPN anchor sizes per level (same count on each level).
+        width: channels of the first stage (the stages have ``width * (1, 2, 4, 8)``, times 4 for
+            ResNet-50/101's bottlenecks); 64 is the paper's ResNets. A narrower ResNet trains from
+            scratch only (no ImageNet weights exist for it); the CPU demo uses 32.
     """
     if name not in BACKBONES:
         raise ValueError(f"backbone={name!r} is not valid; expected one of {', '.join(BACKBONES)}")
@@ -177,7 +221,14 @@ def build_backbone(
     norm = norm or ("frozen_bn" if pretrained else "bn")
     if trainable_layers is None:
         trainable_layers = 3 if pretrained else 5
-    model = _resnet(depth, norm, dcn="dcn" in name)
+    if width < 8:
+        raise ValueError(f"backbone.width={width} must be at least 8")
+    if pretrained and width != 64:
+        raise ValueError(
+            f"backbone.width={width} has no pretrained weights (backbone.pretrained={pretrained!r}); "
+            "use width 64 or train from scratch (backbone.pretrained=null)"
+        )
+    model = _resnet(depth, norm, dcn="dcn" in name, width=width)
     if pretrained:
         load_pretrained(model, pretrained, depth)
     _freeze(model, trainable_layers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -27,12 +28,14 @@ def build_model(
     fpn_channels: int = 256,
     anchor_sizes: Sequence[Sequence[int]] | None = None,
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    width: int = 64,
     box_head: str = "mlp",
     box_representation_size: int = 1024,
     box_conv_channels: int = 256,
     box_num_convs: int = 4,
     mask_head_channels: int = 256,
     mask_num_convs: int = 4,
+    channels_last: bool = False,
     **kwargs,
 ) -> MaskScoringRCNN:
     """A Mask Scoring R-CNN with the given backbone and widths.
@@ -40,6 +43,8 @@ def build_model(
     ``num_classes`` counts the background. ``box_head`` is ``mlp`` (torchvision's two FCs) or
     ``conv`` (``box_num_convs`` 3x3 convs with BatchNorm, then one FC). Remaining keyword
     arguments go to :class:`MaskScoringRCNN` (and from there to torchvision's ``MaskRCNN``).
+    ``channels_last`` stores the convolution weights in NHWC order, which the convolutions then
+    follow (faster on CPUs and on tensor-core GPUs).
     """
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes} must count the background and at least one class")
@@ -53,6 +58,7 @@ def build_model(
         returned_layers=returned_layers,
         fpn_channels=fpn_channels,
         anchor_sizes=anchor_sizes,
+        width=width,
     )
     channels = spec.body.out_channels
     anchors = AnchorGenerator(spec.anchor_sizes, (tuple(aspect_ratios),) * len(spec.anchor_sizes))
@@ -72,7 +78,7 @@ def build_model(
         )
         rep = box_representation_size
     mask_layers = [mask_head_channels] * mask_num_convs
-    return MaskScoringRCNN(
+    model = MaskScoringRCNN(
         spec.body,
         num_classes=None,
         rpn_anchor_generator=anchors,
@@ -85,3 +91,6 @@ def build_model(
         mask_predictor=MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], num_classes),
         **kwargs,
     )
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model

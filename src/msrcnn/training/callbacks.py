@@ -6,6 +6,7 @@ import logging
 import time
 
 import lightning as L
+import torch
 
 log = logging.getLogger("msrcnn.training")
 
@@ -36,3 +37,103 @@ class StepLogger(L.Callback):
         )
         total = trainer.max_steps if trainer.max_steps > 0 else "?"
         log.info("step %d/%s  %s  %.2f s/step", step, total, losses, per_step)
+
+
+class TimeBudget(L.Callback):
+    """Fits training into a wall-clock budget by planning fewer steps, never by cutting the schedule.
+
+    From step ``calibrate_steps`` on, every ``check_every_n_steps`` steps, it projects the end of the
+    run from the measured time per step. When the planned ``max_steps`` would overrun ``seconds``
+    (counted from the start of training), it lowers ``max_steps`` to the count that fits and moves the
+    LR schedule's steps with it (the module's :class:`~msrcnn.training.StepSchedule`), so a slow or
+    busy machine trains for fewer steps but still completes its schedule. It only ever shortens a run.
+    On a machine fast enough for the whole plan it does nothing, and the run is the fixed-step run.
+
+    ``summary()`` says how many steps were planned and run, and why training stopped.
+    """
+
+    def __init__(self, seconds: float, calibrate_steps: int = 20, check_every_n_steps: int = 10) -> None:
+        if seconds <= 0:
+            raise ValueError(f"time budget seconds={seconds} must be positive")
+        self.seconds = float(seconds)
+        self.calibrate_steps = max(1, int(calibrate_steps))
+        self.check_every = max(1, int(check_every_n_steps))
+        self.initial_steps: int | None = None  # max_steps as configured
+        self.planned_steps: int | None = None  # after any re-planning
+        self.replans: list[dict[str, float]] = []
+        self._start = 0.0
+        self._ref: tuple[int, float] | None = None  # (step, time) where the rate is measured from
+        self._elapsed_before = 0.0  # training seconds of the run before a resume
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.max_steps is None or trainer.max_steps < 0:
+            raise ValueError("the time budget re-plans trainer.max_steps, which must be set (> 0)")
+        if self.initial_steps is None:
+            self.initial_steps = int(trainer.max_steps)
+        if self.planned_steps is not None and self.planned_steps < trainer.max_steps:
+            trainer.fit_loop.epoch_loop.max_steps = self.planned_steps  # resumed after a re-plan
+        self.planned_steps = int(trainer.max_steps)
+        self._start = time.perf_counter()
+        self._ref = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        now = time.perf_counter()
+        if self._ref is None:
+            if step >= self.calibrate_steps:  # the first steps (allocation, caches) are not typical
+                self._ref = (step, now)
+            return
+        if step % self.check_every or step <= self._ref[0]:
+            return
+        per_step = (now - self._ref[1]) / (step - self._ref[0])
+        left = self.seconds - self._elapsed_before - (now - self._start)
+        fits = step + int(max(0.0, left) / per_step)
+        if fits >= trainer.max_steps:
+            return
+        new_total = max(step + 1, fits)
+        if trainer.world_size > 1:  # every rank must agree on where to stop
+            new_total = int(trainer.strategy.reduce(torch.tensor(float(new_total)), reduce_op="min").item())
+        old = trainer.max_steps
+        trainer.fit_loop.epoch_loop.max_steps = new_total  # what trainer.max_steps reads
+        milestones = None
+        schedule = getattr(pl_module, "schedule", None)
+        if schedule is not None:
+            milestones = schedule.replan(new_total)
+        self.planned_steps = new_total
+        self.replans.append({"at_step": step, "from": old, "to": new_total, "seconds_per_step": per_step})
+        if trainer.is_global_zero:
+            log.warning(
+                "time budget %.0f s: %.3f s/step here, so the run is re-planned from %d to %d steps%s",
+                self.seconds,
+                per_step,
+                old,
+                new_total,
+                f" (LR steps now at {milestones})" if milestones is not None else "",
+            )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._elapsed_before += time.perf_counter() - self._start
+
+    def summary(self, trainer: L.Trainer) -> dict[str, object]:
+        """Steps planned and run, and why training stopped."""
+        return {
+            "steps_configured": self.initial_steps,
+            "steps_planned": self.planned_steps,
+            "replanned": self.replans,
+            "time_budget_seconds": self.seconds,
+        }
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "initial_steps": self.initial_steps,
+            "planned_steps": self.planned_steps,
+            "replans": self.replans,
+            "elapsed_before": self._elapsed_before
+            + (time.perf_counter() - self._start if self._start else 0.0),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, object]) -> None:
+        self.initial_steps = state_dict["initial_steps"]  # type: ignore[assignment]
+        self.planned_steps = state_dict["planned_steps"]  # type: ignore[assignment]
+        self.replans = list(state_dict["replans"])  # type: ignore[arg-type]
+        self._elapsed_before = float(state_dict["elapsed_before"])  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ It knows nothing about COCO: evaluation goes through an injected evaluator with
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from typing import Any, Protocol
 
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from msrcnn.training.schedule import lr_factor, milestone_steps, scaled_lr
+from msrcnn.training.schedule import StepSchedule, scaled_lr
 
 log = logging.getLogger("msrcnn.training")
 
@@ -72,6 +71,7 @@ class MaskScoringModule(L.LightningModule):
         self.evaluator = evaluator
         self.train_only = train_only
         self.last_results: dict[str, Any] | None = None
+        self.schedule: StepSchedule | None = None  # set by configure_optimizers
         self.save_hyperparameters({"config": config or {}, "optim": self.optim, "train_only": train_only})
         if train_only == "maskiou":
             for name, param in self.model.named_parameters():
@@ -134,23 +134,23 @@ class MaskScoringModule(L.LightningModule):
         else:
             raise ValueError(f"optim.name={cfg['name']!r} is not valid; expected one of sgd, adamw")
         total_steps = int(self.trainer.estimated_stepping_batches)
-        milestones = milestone_steps(cfg["lr_step_epochs"], cfg["schedule_epochs"], total_steps)
+        self.schedule = StepSchedule(
+            total_steps,
+            step_epochs=cfg["lr_step_epochs"],
+            schedule_epochs=cfg["schedule_epochs"],
+            warmup_steps=int(cfg["warmup_steps"]),
+            warmup_factor=float(cfg["warmup_factor"]),
+            gamma=float(cfg["lr_gamma"]),
+        )
         log.info(
             "optimizer %s: lr %.4g for a total batch of %d, %d steps, LR steps at %s",
             cfg["name"],
             lr,
             total_batch,
             total_steps,
-            milestones,
+            self.schedule.milestones,
         )
-        schedule = functools.partial(
-            lr_factor,
-            warmup_steps=int(cfg["warmup_steps"]),
-            warmup_factor=float(cfg["warmup_factor"]),
-            milestones=milestones,
-            gamma=float(cfg["lr_gamma"]),
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _total_batch_size(self) -> int:

@@ -31,3 +31,47 @@ def lr_factor(
         alpha = step / warmup_steps
         return decay * (warmup_factor * (1 - alpha) + alpha)
     return decay
+
+
+class StepSchedule:
+    """The LR multiplier of a run whose length may be re-planned while it trains.
+
+    The paper's steps sit at fixed fractions (``step_epochs / schedule_epochs``) of ``total_steps``,
+    so when :class:`~msrcnn.training.callbacks.TimeBudget` shortens a run, :meth:`replan` moves them
+    with it and the run still ends with its decayed LR. A callable object rather than a function,
+    so ``LambdaLR.state_dict`` saves (and a resumed run restores) the planned length.
+    """
+
+    def __init__(
+        self,
+        total_steps: int,
+        *,
+        step_epochs: Sequence[float],
+        schedule_epochs: float,
+        warmup_steps: int,
+        warmup_factor: float,
+        gamma: float,
+    ) -> None:
+        self.step_epochs = [float(e) for e in step_epochs]
+        self.schedule_epochs = float(schedule_epochs)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_factor = float(warmup_factor)
+        self.gamma = float(gamma)
+        self.total_steps = 0
+        self.milestones: list[int] = []
+        self.replan(total_steps)
+
+    def replan(self, total_steps: int) -> list[int]:
+        """Sets the run length; returns the new LR milestones."""
+        self.total_steps = int(total_steps)
+        self.milestones = milestone_steps(self.step_epochs, self.schedule_epochs, self.total_steps)
+        return self.milestones
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(
+            step,
+            warmup_steps=self.warmup_steps,
+            warmup_factor=self.warmup_factor,
+            milestones=self.milestones,
+            gamma=self.gamma,
+        )

@@ -1,0 +1,105 @@
+"""TimeBudget: a slow machine trains for fewer steps, with the LR steps moved, never cut short."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import msrcnn.training.callbacks as callbacks_module
+from msrcnn.app.train import train
+from msrcnn.training import StepSchedule, TimeBudget
+from msrcnn_testing import CONF, TINY
+
+
+class FakeTrainer(SimpleNamespace):
+    @property
+    def max_steps(self):
+        return self.fit_loop.epoch_loop.max_steps
+
+
+def fake_run(monkeypatch, seconds_per_step, budget, max_steps=1000, steps=None):
+    """Drives the callback with a clock that advances ``seconds_per_step`` per step."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(callbacks_module.time, "perf_counter", lambda: clock["now"])
+    schedule = StepSchedule(
+        max_steps, step_epochs=[14, 17], schedule_epochs=18, warmup_steps=10, warmup_factor=0.001, gamma=0.1
+    )
+    module = SimpleNamespace(schedule=schedule)
+    trainer = FakeTrainer(
+        global_step=0,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(max_steps=max_steps)),
+        world_size=1,
+        is_global_zero=True,
+    )
+    cb = TimeBudget(budget, calibrate_steps=20, check_every_n_steps=10)
+    cb.on_train_start(trainer, module)
+    while trainer.global_step < trainer.max_steps and (steps is None or trainer.global_step < steps):
+        clock["now"] += seconds_per_step
+        trainer.global_step += 1
+        cb.on_train_batch_end(trainer, module, None, None, 0)
+    return cb, trainer, schedule, clock["now"]
+
+
+def test_a_fast_machine_runs_the_fixed_plan(monkeypatch):
+    cb, trainer, schedule, elapsed = fake_run(monkeypatch, seconds_per_step=0.1, budget=200.0)
+    assert trainer.global_step == 1000 and cb.replans == []
+    assert schedule.milestones == [778, 944]
+
+
+def test_a_slow_machine_replans_and_completes_its_schedule(monkeypatch):
+    cb, trainer, schedule, elapsed = fake_run(monkeypatch, seconds_per_step=0.5, budget=200.0)
+    assert 380 <= trainer.global_step <= 400 and elapsed <= 200.0
+    assert cb.planned_steps == trainer.global_step
+    assert (
+        cb.replans
+        and cb.replans[0]["from"] == 1000
+        and cb.replans[0]["seconds_per_step"] == pytest.approx(0.5)
+    )
+    # the LR steps sit at 14/18 and 17/18 of the run that actually happens, so the LR decays twice
+    assert schedule.milestones == [round(14 / 18 * cb.planned_steps), round(17 / 18 * cb.planned_steps)]
+    assert schedule(trainer.global_step - 1) == pytest.approx(0.01)
+
+
+def test_a_resumed_run_keeps_its_plan(monkeypatch):
+    cb, trainer, schedule, _ = fake_run(monkeypatch, seconds_per_step=0.5, budget=200.0, steps=100)
+    state = cb.state_dict()
+    resumed = TimeBudget(200.0)
+    resumed.load_state_dict(state)
+    again = FakeTrainer(
+        global_step=100,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(max_steps=1000)),
+        world_size=1,
+        is_global_zero=True,
+    )
+    resumed.on_train_start(again, SimpleNamespace(schedule=schedule))
+    assert again.max_steps == cb.planned_steps < 1000 and resumed.initial_steps == 1000
+
+
+def test_budget_must_be_positive():
+    with pytest.raises(ValueError, match="seconds"):
+        TimeBudget(0)
+
+
+def test_results_say_how_many_steps_ran_and_why(tmp_path, shapes_dir):
+    """A budget too small for the configured steps: re-planned, the schedule completed, and said so."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                *[o for o in TINY if not o.startswith("trainer.max_steps")],
+                "trainer.max_steps=40",
+                "callbacks.time_budget.seconds=0.001",
+                "callbacks.time_budget.calibrate_steps=2",
+                "callbacks.time_budget.check_every_n_steps=1",
+                f"paths.data_dir={shapes_dir}",
+                f"paths.output_dir={tmp_path}",
+            ],
+        )
+    train(cfg)
+    training = json.loads((tmp_path / "results.json").read_text())["training"]
+    assert training["steps_configured"] == 40
+    assert training["steps_run"] == training["steps_planned"] == 4  # re-planned at step 3, one more step
+    assert training["schedule_completed"] is True
+    assert training["stop_reason"].startswith("completed the planned 4 steps (re-planned from 40")
+    assert training["replanned"][0]["at_step"] == 3
