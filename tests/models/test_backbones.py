@@ -114,4 +114,3 @@ def test_width_scales_every_stage():
 def test_narrow_backbone_has_no_pretrained_weights():
     with pytest.raises(ValueError, match="backbone.width=32"):
         build_backbone("r18_fpn", width=32, pretrained="imagenet")
-
