@@ -495,6 +495,9 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
         self._sizes = np.array(
             [(record["height"], record["width"]) for record in kept], dtype=np.int64
         ).reshape(-1, 2)
+        boxes = np.array([ann["bbox"] for record in kept for ann in record["annotations"]], dtype=np.float64)
+        boxes = boxes.reshape(-1, 4)
+        self._object_sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).astype(np.float32)
         self._records = _PackedRecords(kept)
         _log_stats(self.name, source, self.stats, drop_empty)
 
@@ -520,6 +523,14 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def image_sizes(self) -> np.ndarray:
+        """``[N, 2]`` heights and widths of the images, from the annotation file."""
+        return self._sizes.copy()
+
+    def object_sizes(self) -> np.ndarray:
+        """``sqrt(box area)`` of every instance in the targets (original pixels)."""
+        return self._object_sizes.copy()
 
     def aspect_ratios(self) -> np.ndarray:
         """Width / height of every image, from the annotation file (no image is opened)."""
