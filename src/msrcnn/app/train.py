@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from msrcnn.app.builders import build_callbacks, build_datamodule, build_detector, build_logger, build_trainer
 from msrcnn.app.errors import report_last_checkpoint
+from msrcnn.app.input_size import apply_auto_input_size
 from msrcnn.app.summary import format_results_table
 from msrcnn.app.wandb_runs import wandb_job
 from msrcnn.config import to_plain, validate
@@ -93,6 +94,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    apply_auto_input_size(cfg, datamodule)  # data.auto_input_size: model.min_size/max_size from the data
     plain = to_plain(cfg)
     dataset_info = {
         "num_classes": datamodule.num_classes,

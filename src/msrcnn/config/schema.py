@@ -174,6 +174,16 @@ class ShapesConfig:
 
 
 @dataclass
+class AutoInputSizeConfig:
+    """Keyword arguments of ``msrcnn.data.sizing.choose_input_size`` (input size from the data)."""
+
+    small_object_px: float = 16.0
+    small_object_quantile: float = 0.1
+    min_short_side: int = 128
+    max_short_side: int = 800
+
+
+@dataclass
 class DataConfig:
     name: DataName = DataName.shapes
     root: Optional[str] = None
@@ -186,10 +196,11 @@ class DataConfig:
     num_workers: int = 2
     pin_memory: bool = True
     hflip_prob: float = 0.5
-    train_min_size: Optional[list[int]] = None
-    max_size: int = 1333
+    train_min_size: Optional[list[int]] = None  # conf/data: the model's min_size (resized in the workers)
+    max_size: int = 1333  # conf/data: the model's max_size
     aspect_ratio_group_factor: int = 3
     seed: int = 0
+    auto_input_size: Optional[AutoInputSizeConfig] = None  # model.min_size/max_size from the training data
 
 
 @dataclass
