@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -15,6 +16,16 @@ from msrcnn.evaluation import DetectionRecord, encode_masks, encode_roi_masks, m
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 
 LABEL_TO_CAT = [0, 1, 7, 90]
+RECORDS = importlib.import_module("msrcnn.evaluation.records")
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def binarise_path(request, monkeypatch):
+    """Runs a test on both ways of binarising roi masks: NumPy (CPU masks) and torch (the path of
+    GPU masks), forced by emptying the NumPy dtypes."""
+    if request.param == "torch":
+        monkeypatch.setattr(RECORDS, "_NUMPY_DTYPES", ())
+    return request.param
 
 
 def fake_output(k: int, h: int = 24, w: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -74,14 +85,14 @@ def _roi_case(k: int, h: int, w: int, seed: int, smooth: bool):
 
 @pytest.mark.parametrize("smooth", [True, False])
 @pytest.mark.parametrize("k,h,w,seed", [(1, 5, 7, 0), (9, 31, 17, 1), (25, 64, 80, 2), (40, 13, 90, 3)])
-def test_encode_roi_masks_equals_encoding_the_pasted_masks(k, h, w, seed, smooth):
+def test_encode_roi_masks_equals_encoding_the_pasted_masks(k, h, w, seed, smooth, binarise_path):
     masks, boxes = _roi_case(k, h, w, seed, smooth)
     pasted = tv_paste(masks, boxes, (h, w))
     for threshold in (0.5, 0.8, 0.3):  # 0.3 is not a float32: compared as float32(0.3), as torch does
         assert encode_roi_masks(masks, boxes, (h, w), threshold) == encode_masks(pasted, threshold)
 
 
-def test_encode_roi_masks_large_image_long_runs():
+def test_encode_roi_masks_large_image_long_runs(binarise_path):
     """Counts of many 5-bit groups and negative differences in the compressed string."""
     h, w = 700, 1100
     masks, boxes = _roi_case(6, h, w, 8, smooth=True)
@@ -92,7 +103,7 @@ def test_encode_roi_masks_large_image_long_runs():
 
 @pytest.mark.parametrize("smooth", [True, False])
 @pytest.mark.parametrize("k,h,w,seed", [(9, 31, 17, 1), (40, 13, 90, 3), (25, 64, 80, 2), (30, 1, 40, 5)])
-def test_record_mask_areas_and_boxes_are_coco_area_and_to_bbox(k, h, w, seed, smooth):
+def test_record_mask_areas_and_boxes_are_coco_area_and_to_bbox(k, h, w, seed, smooth, binarise_path):
     """Records from roi masks carry each mask's area and box, equal to COCO's ``area`` / ``toBbox``
     of its RLE: empty masks, masks filling the image, runs crossing columns, single-row images."""
     masks, boxes = _roi_case(k, h, w, seed, smooth=smooth)
@@ -115,7 +126,7 @@ def test_record_mask_areas_and_boxes_are_coco_area_and_to_bbox(k, h, w, seed, sm
     assert pasted.mask_areas is None and pasted.mask_boxes is None
 
 
-def test_encode_roi_masks_corner_cases():
+def test_encode_roi_masks_corner_cases(binarise_path):
     h, w = 6, 5
     boxes = torch.tensor([[0.0, 0.0, 5.0, 6.0], [1.0, 1.0, 3.0, 3.0], [-9.0, 0.0, -4.0, 6.0]])
     full = torch.ones(3, 1, 28, 28)
@@ -145,6 +156,46 @@ def test_make_record_from_roi_masks_needs_the_image_size():
     record = make_record({**output, "image_size": (30, 40)}, 3, LABEL_TO_CAT, max_dets=7)
     pasted = make_record({**output, "masks": tv_paste(masks, boxes, (30, 40))}, 3, LABEL_TO_CAT, max_dets=7)
     assert len(record) == 7 and record.rles == pasted.rles
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_binarising_compares_in_the_mask_dtype_as_torch(dtype):
+    """The NumPy path (CPU masks) binarises as torch does, ``values > threshold`` with the threshold
+    rounded to the masks' dtype: 0.3 and 0.7 round up in some dtypes, and a value equal to the
+    rounded threshold is background."""
+    from msrcnn.ops.paste import MaskCrop
+
+    for threshold in (0.5, 0.3, 0.7):
+        at = torch.tensor(threshold, dtype=dtype)
+        near = torch.stack(
+            [at, at.nextafter(torch.tensor(1.0, dtype=dtype)), at.nextafter(torch.tensor(0.0, dtype=dtype))]
+        )
+        g = torch.Generator().manual_seed(int(threshold * 10))
+        crops = [
+            MaskCrop(0, 0, near[torch.randint(0, 3, (h, w), generator=g)])
+            for h, w in [(3, 4), (1, 7), (9, 2)]
+        ]
+        sizes = [w * (h + 1) + 1 for h, w in (c.values.shape for c in crops)]
+        padded = RECORDS._padded_crops_torch(crops, sizes, threshold)
+        if dtype != torch.bfloat16:  # NumPy has no bfloat16: such masks take the torch path
+            np.testing.assert_array_equal(RECORDS._padded_crops_numpy(crops, sizes, threshold), padded)
+        start = 0
+        for crop, size in zip(crops, sizes):  # and torch's own comparison, column-major, padded
+            h, w = crop.values.shape
+            columns = padded[start : start + w * (h + 1)].reshape(w, h + 1)
+            np.testing.assert_array_equal(columns[:, 1:], (crop.values > threshold).t().numpy())
+            assert not columns[:, 0].any() and not padded[start + size - 1]
+            assert (crop.values == at).any() and not columns[:, 1:][(crop.values == at).t().numpy()].any()
+            start += size
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_encode_roi_masks_other_dtypes_numpy_equals_torch(dtype, monkeypatch):
+    masks, boxes = _roi_case(12, 40, 50, 6, smooth=False)
+    masks = masks.to(dtype)
+    numpy_rles = encode_roi_masks(masks, boxes, (40, 50), 0.7)
+    monkeypatch.setattr(RECORDS, "_NUMPY_DTYPES", ())
+    assert numpy_rles == encode_roi_masks(masks, boxes, (40, 50), 0.7)
 
 
 def test_make_record_caps_to_top_max_dets_by_class_score():
