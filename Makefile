@@ -11,6 +11,7 @@ export GOMP_SPINCOUNT ?= 200000
 .PHONY: install train eval test test-slow test-all lint bench clean help
 
 help:
+	@echo "make install                          # .venv from uv.lock (uv sync --frozen), msrcnn editable; every target runs it"
 	@echo "make train [ARGS='hydra overrides']  # the CPU demo (experiment=demo) on embedded synthetic data"
 	@echo "make test                             # the default test suite"
 	@echo "make test-slow                        # slow end-to-end checks (marker: slow)"
