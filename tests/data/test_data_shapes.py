@@ -142,3 +142,45 @@ def test_parameters_are_validated(tmp_path: Path) -> None:
         generate_shapes(tmp_path, num_train=0)
     with pytest.raises(ValueError, match="seed"):
         generate_shapes(tmp_path, seed=-1)
+
+
+def test_occlusion_is_partial_and_common(shapes_dir: Path) -> None:
+    """Occluded instances (RLE, since their visible part is not the drawn polygon) are common, and
+    a later object never hides more than half of what an earlier one shows (``_max_occlusion``)."""
+    from msrcnn.data.shapes import _max_occlusion
+
+    owner = np.full((8, 8), -1, dtype=np.int16)
+    owner[:4, :4], owner[4:, 4:] = 0, 1
+    new = np.zeros((8, 8), dtype=bool)
+    new[:2, :4] = True  # half of object 0, none of object 1
+    assert _max_occlusion(owner, new, 2) == 0.5
+    assert _max_occlusion(owner, new, 0) == 0.0
+    anns = _coco(shapes_dir)["annotations"]
+    rle = sum(isinstance(a["segmentation"], dict) for a in anns)
+    assert 0.2 < rle / len(anns) < 0.9
+
+
+def test_each_class_has_its_own_hue(tmp_path: Path) -> None:
+    """The classifier can be sure of the class (hue family and shape), so mask quality, not class
+    confidence, is what varies: the mean hue of an instance's pixels identifies its class."""
+    import colorsys
+
+    from PIL import Image
+
+    root = generate_shapes(tmp_path, num_train=30, num_val=1, image_size=96, seed=3)
+    coco = COCO(str(root / "annotations" / "instances_train.json"))
+    hues: dict[int, list[float]] = {}
+    for ann in coco.dataset["annotations"]:
+        if ann["area"] < 200:
+            continue
+        image = np.asarray(
+            Image.open(root / "train" / coco.imgs[ann["image_id"]]["file_name"]), dtype=np.float64
+        )
+        mask = mask_utils.decode(coco.annToRLE(ann)).astype(bool)
+        r, g, b = image[mask].mean(axis=0) / 255.0
+        hues.setdefault(ann["category_id"], []).append(colorsys.rgb_to_hsv(r, g, b)[0])
+    medians = {cat: float(np.median(h)) for cat, h in hues.items()}
+    assert len(medians) >= 5
+    ordered = sorted(medians.values())
+    gaps = np.diff(ordered + [ordered[0] + 1.0])
+    assert gaps.min() > 0.08  # distinct hue families (1/6 of the circle apart by design)

@@ -418,3 +418,29 @@ def test_records_carrying_mask_areas_and_boxes_evaluate_the_same(coco_gt, record
     # They are really used: with every area 0, every mask is "small".
     zero_areas = [dataclasses.replace(r, mask_areas=np.zeros(len(r))) for r in with_geometry]
     assert evaluate_records(coco_gt, zero_areas, ndigits=None)["segm"] != plain["segm"]
+
+
+def test_score_correlations_all_and_found_objects():
+    from types import SimpleNamespace
+
+    from msrcnn.evaluation.coco_eval import score_correlations
+
+    gt = [np.array([0.9, 0.8, 0.6, 0.0, 0.1]), np.array([0.7, 0.0])]
+    # the class score separates found objects from junk but not good masks from poor ones;
+    # the predicted MaskIoU orders the found objects' masks
+    records = [
+        SimpleNamespace(
+            scores=np.array([0.9, 0.9, 0.9, 0.1, 0.1]), mask_ious=np.array([0.85, 0.75, 0.55, 0.5, 0.5])
+        ),
+        SimpleNamespace(scores=np.array([0.9, 0.1]), mask_ious=np.array([0.65, 0.5])),
+    ]
+    r = score_correlations(records, gt)
+    target = np.concatenate(gt)
+    assert r["maskiou_pearson"] == pytest.approx(
+        np.corrcoef(np.concatenate([x.mask_ious for x in records]), target)[0, 1]
+    )
+    assert r["class_score_pearson"] == pytest.approx(
+        np.corrcoef(np.concatenate([x.scores for x in records]), target)[0, 1]
+    )
+    assert r["maskiou_pearson_matched"] == pytest.approx(1.0)  # 0.85, 0.75, 0.55, 0.65 vs 0.9, 0.8, 0.6, 0.7
+    assert r["class_score_pearson_matched"] is None  # constant class score: undefined

@@ -31,5 +31,15 @@ def format_results_table(results: dict[str, Any]) -> str:
     pearson = results.get("maskiou_pearson")
     if pearson is not None:
         lines.append(f"MaskIoU Pearson r (predicted vs GT, top-100 per image): {pearson:.3f} (paper: 0.74)")
+        r = {
+            k: results.get(k)
+            for k in ("class_score_pearson", "maskiou_pearson_matched", "class_score_pearson_matched")
+        }
+        if all(v is not None for v in r.values()):
+            lines.append(
+                f"  tracking GT MaskIoU, Pearson r: all detections: MaskIoU {pearson:.3f}, class score "
+                f"{r['class_score_pearson']:.3f}; found objects (GT MaskIoU > 0.5): MaskIoU "
+                f"{r['maskiou_pearson_matched']:.3f}, class score {r['class_score_pearson_matched']:.3f}"
+            )
     lines.append(f"images: {results.get('num_images')}  detections: {results.get('num_detections')}")
     return "\n".join(lines)

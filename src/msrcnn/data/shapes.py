@@ -1,10 +1,13 @@
 """``shapes``: a deterministic synthetic COCO-format instance-segmentation dataset.
 
-It is the project's embedded default dataset, so it must train on a CPU in minutes yet be hard enough
-that mask quality varies between instances (the point of Mask Scoring R-CNN): textured backgrounds
-with clutter that is not an object, random colours (class is recognisable by shape only), occlusion
-with masks covering only the visible part, objects cut by the image border, thin parts, holes,
-low-contrast objects, blur and noise, and objects in all three COCO size buckets.
+It is the project's embedded default dataset (the CPU demo trains on it in minutes), built so that
+mask quality varies independently of how confident the classifier is, which is what Mask Scoring
+R-CNN exploits: each class has its own hue family and shape, so a trained classifier is sure of the
+class, while the masks are hard in ways the class says nothing about: partial occlusion (a later
+object may hide up to half of an earlier one, and the mask is only the visible part), objects cut
+by the image border, thin parts (the "L", star points), holes (the ring), low-contrast and striped
+fills, blur and noise, on muted gradient backgrounds with clutter that is not an object, in all
+three COCO size buckets.
 
 Segmentations are polygons for unoccluded hole-free objects that lie inside the image (rasterised with
 pycocotools, so the written polygon decodes to exactly the painted pixels) and compressed RLE
@@ -32,7 +35,7 @@ from pycocotools import mask as mask_utils
 from msrcnn.data.coco import SplitSpec
 from msrcnn.data.errors import LOGGER
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 CATEGORIES: tuple[tuple[int, str], ...] = (
     (1, "ellipse"),
     (2, "rectangle"),
@@ -42,14 +45,21 @@ CATEGORIES: tuple[tuple[int, str], ...] = (
     (9, "ell"),
 )
 # Target (pre-occlusion) object areas in pixels, per COCO size bucket: small < 32^2 <= medium < 96^2 <= large.
-_AREA_BUCKETS = ((48.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, None))
-_BUCKET_PROBS = np.array([0.4, 0.35, 0.25])
-_LARGEST_SIDE_FRACTION = 0.85
+_AREA_BUCKETS = ((100.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, None))
+_BUCKET_PROBS = np.array([0.15, 0.55, 0.3])
+_LARGEST_SIDE_FRACTION = 0.8
+_PLACEMENT_TRIES = 10
+_MAX_OCCLUSION = 0.5  # of an earlier object's visible pixels, by a later one
 _MIN_VISIBLE_PIXELS = 12
 _MIN_VISIBLE_FRACTION = 0.15
-_LOW_CONTRAST_PROB = 0.2
-_STRIPES_PROB = 0.25
-_BLUR_PROB = 0.3
+_LOW_CONTRAST_PROB = 0.05
+_HUE_JITTER = 0.04  # of the hue circle, around each class's own hue
+_BACKGROUND_SATURATION = 0.25
+_BLOB_PROB = 0.15
+_MAX_STROKES = 1  # thin straight strokes of clutter per image
+_NOISE_STD = (0.01, 0.03)
+_STRIPES_PROB = 0.15
+_BLUR_PROB = 0.2
 _SPLITS = ("train", "val")
 
 Polygon = np.ndarray  # (K, 2) vertices, x then y
@@ -151,21 +161,36 @@ def _segment_distance(xs: np.ndarray, ys: np.ndarray, p0: np.ndarray, p1: np.nda
     return np.hypot(xs - p0[0] - t * d[0], ys - p0[1] - t * d[1])
 
 
+def _grey(rng: np.random.Generator, n: int = 1) -> np.ndarray:
+    """``n`` muted colours (saturation at most ``_BACKGROUND_SATURATION``), (n, 3) in [0, 1]."""
+    value = rng.uniform(0.2, 0.9, (n, 1))
+    tint = rng.uniform(-1.0, 1.0, (n, 3))
+    return np.clip(value + _BACKGROUND_SATURATION * value * tint, 0.0, 1.0).astype(np.float32)
+
+
+def _class_colour(rng: np.random.Generator, label: int) -> np.ndarray:
+    """A saturated colour of the class's hue family (hues spread evenly over the classes, jittered)."""
+    hue = (label / len(_SHAPES) + rng.uniform(-_HUE_JITTER, _HUE_JITTER)) % 1.0
+    saturation, value = rng.uniform(0.6, 1.0), rng.uniform(0.55, 1.0)
+    k = (np.array([5.0, 3.0, 1.0]) + hue * 6.0) % 6.0  # HSV -> RGB
+    return (value - value * saturation * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)).astype(np.float32)
+
+
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Random two-colour gradient plus low-frequency colour noise, then clutter that is not an object:
-    a translucent amorphous blob and a few thin straight strokes."""
+    """A muted two-colour gradient plus low-frequency noise, then clutter that is not an object:
+    sometimes a translucent amorphous blob and a thin straight stroke of any colour."""
     xs, ys = _pixel_grid(size)
-    low, high = rng.uniform(0.05, 0.95, (2, 3)).astype(np.float32)
+    low, high = _grey(rng, 2)
     angle = rng.uniform(0.0, 2.0 * np.pi)
     t = ((xs - size / 2) * np.cos(angle) + (ys - size / 2) * np.sin(angle)) / size + 0.5
     image = low + (high - low) * t[..., None]
-    image += _smooth_field(rng, size, int(rng.integers(3, 7)), 3, 0.12)
-    if rng.random() < 0.7:
+    image += _smooth_field(rng, size, int(rng.integers(3, 7)), 3, 0.04)
+    if rng.random() < _BLOB_PROB:
         field = _smooth_field(rng, size, int(rng.integers(4, 9)), 1, 1.0)[..., 0]
         blob = field > np.quantile(field, rng.uniform(0.85, 0.97))
         alpha = rng.uniform(0.3, 0.8)
-        image[blob] = (1.0 - alpha) * image[blob] + alpha * rng.uniform(0.0, 1.0, 3)
-    for _ in range(int(rng.integers(0, 4))):
+        image[blob] = (1.0 - alpha) * image[blob] + alpha * _grey(rng)[0]
+    for _ in range(int(rng.integers(0, _MAX_STROKES + 1))):
         p0, p1 = rng.uniform(0.0, size, (2, 2))
         image[_segment_distance(xs, ys, p0, p1) < rng.uniform(0.5, 1.5)] = rng.uniform(0.0, 1.0, 3)
     return image
@@ -193,9 +218,9 @@ def _place(rng: np.random.Generator, shape: UnitShape, area: float, size: int) -
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     unit_area = sum(_shoelace(p) for p in parts) - sum(_shoelace(h) for h in holes)
     reach = max(float(np.linalg.norm(p, axis=1).max()) for p in parts)
-    scale = min(np.sqrt(area / unit_area), 0.48 * size / reach)
+    scale = min(np.sqrt(area / unit_area), 0.55 * size / reach)
     margin = 0.35 * reach * scale
-    centre = rng.uniform(margin, size - margin, 2)  # margin < 0.17 * size: the range is never empty
+    centre = rng.uniform(margin, size - margin, 2)  # margin < 0.2 * size: the range is never empty
 
     def transform(polygon: Polygon) -> Polygon:
         return np.round(polygon @ rotation.T * scale + centre, 2)
@@ -209,18 +234,14 @@ def _rasterize(polygons: list[Polygon], size: int) -> np.ndarray:
     return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
 
 
-def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> None:
-    """Fill ``mask`` in place: a random (sometimes background-like) colour with a gradient and,
-    sometimes, stripes, so colour says nothing about the class and boundaries are not always crisp."""
+def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, label: int) -> None:
+    """Fill ``mask`` in place with the class's colour family, a gradient and, sometimes, stripes;
+    sometimes blended into what it covers (low contrast), so boundaries are not always crisp."""
     rows, cols = np.nonzero(mask)
     xs, ys = cols.astype(np.float32), rows.astype(np.float32)
+    base = _class_colour(rng, label)
     if rng.random() < _LOW_CONTRAST_PROB:
-        direction = rng.normal(size=3)
-        base = image[rows, cols].mean(axis=0) + direction / np.linalg.norm(direction) * rng.uniform(
-            0.05, 0.12
-        )
-    else:
-        base = rng.uniform(0.0, 1.0, 3)
+        base = 0.5 * base + 0.5 * image[rows, cols].mean(axis=0)
     angle = rng.uniform(0.0, 2.0 * np.pi)
     along = (xs - xs.mean()) * np.cos(angle) + (ys - ys.mean()) * np.sin(angle)
     extent = max(float(np.abs(along).max()), 1.0)
@@ -237,6 +258,15 @@ def _blur(image: np.ndarray) -> np.ndarray:
     padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
     rows = (padded[:-2] + 2.0 * padded[1:-1] + padded[2:]) / 4.0
     return (rows[:, :-2] + 2.0 * rows[:, 1:-1] + rows[:, 2:]) / 4.0
+
+
+def _max_occlusion(owner: np.ndarray, new: np.ndarray, num_drawn: int) -> float:
+    """The largest fraction of an already drawn object's visible pixels that ``new`` would cover."""
+    if num_drawn == 0:
+        return 0.0
+    visible = np.bincount(owner[owner >= 0], minlength=num_drawn)
+    covered = np.bincount(owner[new & (owner >= 0)], minlength=num_drawn)
+    return float((covered / np.maximum(visible, 1)).max())
 
 
 def _encode_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -267,18 +297,24 @@ def render_image(
     owner = np.full((size, size), -1, dtype=np.int16)
     drawn: list[tuple[int, UnitShape, np.ndarray]] = []
     for index in order:
-        parts, holes = _place(rng, _SHAPES[labels[index]](rng), float(areas[index]), size)
-        full = _rasterize(parts, size)
-        if holes:
-            full &= ~_rasterize(holes, size)
+        unit = _SHAPES[labels[index]](rng)
+        for _ in range(_PLACEMENT_TRIES):  # partial occlusion: never hide most of an earlier object
+            parts, holes = _place(rng, unit, float(areas[index]), size)
+            full = _rasterize(parts, size)
+            if holes:
+                full &= ~_rasterize(holes, size)
+            if _max_occlusion(owner, full, len(drawn)) <= _MAX_OCCLUSION:
+                break
+        else:
+            continue
         if not full.any():
             continue
-        _paint(rng, image, full)
+        _paint(rng, image, full, int(labels[index]))
         owner[full] = len(drawn)
         drawn.append((int(labels[index]), (parts, holes), full))
     if rng.random() < _BLUR_PROB:
         image = _blur(image)
-    image += rng.normal(0.0, rng.uniform(0.01, 0.05), image.shape).astype(np.float32)
+    image += rng.normal(0.0, rng.uniform(*_NOISE_STD), image.shape).astype(np.float32)
     pixels = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
     annotations = []
     for slot, (label, (parts, holes), full) in enumerate(drawn):

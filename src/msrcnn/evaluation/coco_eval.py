@@ -229,6 +229,29 @@ def maskiou_pearson(predicted: np.ndarray, target: np.ndarray) -> float | None:
     return float(np.corrcoef(predicted, target)[0, 1])
 
 
+def score_correlations(
+    records: Sequence[DetectionRecord], gt_ious: Sequence[np.ndarray], matched_iou: float = 0.5
+) -> dict[str, float | None]:
+    """How well each score tracks mask quality (the GT MaskIoU), as Pearson r:
+
+    * ``maskiou_pearson`` / ``class_score_pearson``: the predicted MaskIoU / the class score, over
+      all detections (top-100 per image; the paper's Section 4.4 figure is for the MaskIoU);
+    * ``*_matched``: the same over the detections whose GT MaskIoU exceeds ``matched_iou``, i.e.
+      masks of found objects, where the paper's Figure 2 shows that the class score says little
+      about mask quality.
+    """
+    predicted = _concat(r.mask_ious for r in records)
+    cls = _concat(r.scores for r in records)
+    target = _concat(gt_ious)
+    matched = target > matched_iou
+    return {
+        "maskiou_pearson": maskiou_pearson(predicted, target),
+        "class_score_pearson": maskiou_pearson(cls, target),
+        "maskiou_pearson_matched": maskiou_pearson(predicted[matched], target[matched]),
+        "class_score_pearson_matched": maskiou_pearson(cls[matched], target[matched]),
+    }
+
+
 def run_coco_eval(
     coco_gt: COCO, coco_dt: COCO, iou_type: str, img_ids: Sequence[int], verbose: bool = False
 ) -> COCOeval_faster:
@@ -352,7 +375,8 @@ def evaluate_records(
     Returns:
         ``{"bbox", "segm", "segm_cls", "segm_oracle"}``: ``{AP, AP50, AP75, APs, APm, APl}``
         dicts (percent; None for an undefined AP) or None when not evaluated;
-        ``"maskiou_pearson"``: float or None; ``"num_images"``, ``"num_detections"``; and
+        ``"maskiou_pearson"`` and the other correlations of :func:`score_correlations`: float or
+        None; ``"num_images"``, ``"num_detections"``; and
         ``"segm_per_class"`` when asked. For a plain Mask R-CNN (no mask_ious), ``segm`` is
         ``segm_cls`` and ``segm_oracle`` / ``maskiou_pearson`` are None.
     """
@@ -367,6 +391,9 @@ def evaluate_records(
         "segm_cls": None,
         "segm_oracle": None,
         "maskiou_pearson": None,
+        "class_score_pearson": None,
+        "maskiou_pearson_matched": None,
+        "class_score_pearson_matched": None,
         "num_images": len(img_ids),
         "num_detections": int(sum(len(r) for r in records)),
     }
@@ -383,7 +410,7 @@ def evaluate_records(
         gt_ious = gt_mask_ious(coco_gt, records)
         rankings["segm"] = _concat(r.mask_scores for r in records)
         rankings["segm_oracle"] = _concat(oracle_scores(records, gt_ious))
-        out["maskiou_pearson"] = maskiou_pearson(_concat(r.mask_ious for r in records), _concat(gt_ious))
+        out.update(score_correlations(records, gt_ious))
     evaluators = {}
     for key, scores in rankings.items():
         _set_scores(segm_dt, scores)
