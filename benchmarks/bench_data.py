@@ -131,3 +131,86 @@ def bench_data(
         "fed_over_appetite": fed / appetite,
         "loader_over_appetite_demo_workers": demo_loader["images_per_s"] / appetite,
     }
+
+
+def _fed_step_seconds(cfg, steps: int, full_resolution_masks: bool = False) -> dict[str, Any]:
+    """Median seconds of the demo's training step fed by its own loader (the demo's worker count),
+    after two warm-up steps. ``full_resolution_masks``: the pipeline before issue 16 (masks decoded at
+    full size in the workers and resized by the model's transform in the training process)."""
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if full_resolution_masks:
+        datamodule.set_input_size(None, None)
+    model = build_detector(to_plain(cfg), datamodule.num_classes).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    iterator = iter(datamodule.train_dataloader())
+
+    def batch():
+        nonlocal iterator
+        try:
+            return next(iterator)
+        except StopIteration:
+            iterator = iter(datamodule.train_dataloader())
+            return next(iterator)
+
+    times, instances = [], 0
+    for index in range(steps + 2):
+        start = time.perf_counter()
+        images, targets = batch()
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if index >= 2:
+            times.append(time.perf_counter() - start)
+            instances += sum(len(t["labels"]) for t in targets)
+    del iterator
+    return {"step_s": median(times), "instances_per_step": instances / steps, "batch_size": int(cfg.data.batch_size)}
+
+
+def bench_crowded(data_dir: Path, images: int = 8, steps: int = 10) -> dict[str, Any]:
+    """Issue 16: the demo preset (160 px input) on many-instance microscopy-like data (700 x 1100 px,
+    80-190 instances, COCO json with polygons and RLE) against the same step on the shapes.
+
+    Target: crowded step <= 1.5 x shapes step. ``before`` is the full-resolution-mask pipeline."""
+    from msrcnn.data.crowded import generate_crowded
+
+    root = data_dir / "crowded"
+    ann_file, img_dir = generate_crowded(root, num_images=images)
+    shapes = demo_config(data_dir, 64, None)
+    overrides = [
+        "experiment=demo",
+        "logger=none",
+        "data=coco_format",
+        f"data.batch_size={int(shapes.data.batch_size)}",  # the same images per step as the shapes
+        f"data.num_workers={int(shapes.data.num_workers)}",
+        f"paths.output_dir={data_dir / 'run'}",
+    ] + [f"data.{split}.{key}={value}" for split in ("train", "val") for key, value in (("ann_file", ann_file), ("img_dir", img_dir))]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        crowded = validate(compose("train", overrides=overrides))
+    result_shapes = _fed_step_seconds(shapes, steps)
+    result_crowded = _fed_step_seconds(crowded, steps)
+    result_before = _fed_step_seconds(crowded, steps, full_resolution_masks=True)
+    return {
+        "shapes": result_shapes,
+        "crowded": result_crowded,
+        "crowded_full_resolution_masks": result_before,
+        "ratio": result_crowded["step_s"] / result_shapes["step_s"],
+        "ratio_before": result_before["step_s"] / result_shapes["step_s"],
+        "target_ratio": 1.5,
+    }
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+    import tempfile
+
+    parser = argparse.ArgumentParser(description="many-instance data at the demo preset vs the shapes (issue 16)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--images", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(bench_crowded(Path(tmp), images=args.images, steps=args.steps), indent=2))
