@@ -217,6 +217,15 @@ class TrainerConfig:
     val_check_interval: Optional[Any] = None
     check_val_every_n_epoch: Optional[int] = 1
     log_every_n_steps: int = 20
+@dataclass
+class TimeBudgetConfig:
+    """``msrcnn.training.TimeBudget``: re-plans max_steps (and the LR steps) to fit ``seconds``."""
+
+    seconds: Optional[float] = None  # null: no budget (the run is exactly trainer.max_steps)
+    calibrate_steps: int = 50
+    check_every_n_steps: int = 50
+
+
     gradient_clip_val: Optional[float] = None
     accumulate_grad_batches: int = 1
     deterministic: Any = False

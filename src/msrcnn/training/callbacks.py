@@ -42,8 +42,8 @@ class StepLogger(L.Callback):
 class TimeBudget(L.Callback):
     """Fits training into a wall-clock budget by planning fewer steps, never by cutting the schedule.
 
-    From step ``calibrate_steps`` on, every ``check_every_n_steps`` steps, it projects the end of the
-    run from the measured time per step. When the planned ``max_steps`` would overrun ``seconds``
+    It measures the time per step from step ``calibrate_steps`` on (the first steps are slower) and,
+    every ``check_every_n_steps`` steps once it has measured that many, projects the end of the run. When the planned ``max_steps`` would overrun ``seconds``
     (counted from the start of training), it lowers ``max_steps`` to the count that fits and moves the
     LR schedule's steps with it (the module's :class:`~msrcnn.training.StepSchedule`), so a slow or
     busy machine trains for fewer steps but still completes its schedule. It only ever shortens a run.
@@ -52,7 +52,7 @@ class TimeBudget(L.Callback):
     ``summary()`` says how many steps were planned and run, and why training stopped.
     """
 
-    def __init__(self, seconds: float, calibrate_steps: int = 20, check_every_n_steps: int = 10) -> None:
+    def __init__(self, seconds: float, calibrate_steps: int = 50, check_every_n_steps: int = 50) -> None:
         if seconds <= 0:
             raise ValueError(f"time budget seconds={seconds} must be positive")
         self.seconds = float(seconds)
@@ -83,7 +83,7 @@ class TimeBudget(L.Callback):
             if step >= self.calibrate_steps:  # the first steps (allocation, caches) are not typical
                 self._ref = (step, now)
             return
-        if step % self.check_every or step <= self._ref[0]:
+        if step % self.check_every or step < self._ref[0] + self.check_every:
             return
         per_step = (now - self._ref[1]) / (step - self._ref[0])
         left = self.seconds - self._elapsed_before - (now - self._start)
