@@ -217,15 +217,6 @@ class TrainerConfig:
     val_check_interval: Optional[Any] = None
     check_val_every_n_epoch: Optional[int] = 1
     log_every_n_steps: int = 20
-@dataclass
-class TimeBudgetConfig:
-    """``msrcnn.training.TimeBudget``: re-plans max_steps (and the LR steps) to fit ``seconds``."""
-
-    seconds: Optional[float] = None  # null: no budget (the run is exactly trainer.max_steps)
-    calibrate_steps: int = 50
-    check_every_n_steps: int = 50
-
-
     gradient_clip_val: Optional[float] = None
     accumulate_grad_batches: int = 1
     deterministic: Any = False
@@ -269,8 +260,8 @@ class TimeBudgetConfig:
     """``msrcnn.training.TimeBudget``: re-plans max_steps (and the LR steps) to fit ``seconds``."""
 
     seconds: Optional[float] = None  # null: no budget (the run is exactly trainer.max_steps)
-    calibrate_steps: int = 20
-    check_every_n_steps: int = 10
+    calibrate_steps: int = 50
+    check_every_n_steps: int = 50
 
 
 @dataclass
