@@ -103,3 +103,20 @@ def test_results_say_how_many_steps_ran_and_why(tmp_path, shapes_dir):
     assert training["schedule_completed"] is True
     assert training["stop_reason"].startswith("completed the planned 4 steps (re-planned from 40")
     assert training["replanned"][0]["at_step"] == 3
+
+
+def test_an_epoch_based_run_is_planned_in_steps():
+    trainer = FakeTrainer(
+        global_step=0,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(max_steps=-1)),
+        estimated_stepping_batches=500,
+        world_size=1,
+        is_global_zero=True,
+    )
+    cb = TimeBudget(100.0)
+    cb.on_train_start(trainer, SimpleNamespace(schedule=None))
+    assert trainer.max_steps == 500 and cb.initial_steps == 500
+    trainer.fit_loop.epoch_loop.max_steps = -1
+    trainer.estimated_stepping_batches = float("inf")
+    with pytest.raises(ValueError, match="max_epochs"):
+        TimeBudget(100.0).on_train_start(trainer, SimpleNamespace(schedule=None))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import lightning as L
@@ -66,8 +67,13 @@ class TimeBudget(L.Callback):
         self._elapsed_before = 0.0  # training seconds of the run before a resume
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.max_steps is None or trainer.max_steps < 0:
-            raise ValueError("the time budget re-plans trainer.max_steps, which must be set (> 0)")
+        if trainer.max_steps is None or trainer.max_steps < 0:  # an epoch-based run: plan its steps
+            planned = trainer.estimated_stepping_batches
+            if not math.isfinite(planned):
+                raise ValueError(
+                    "callbacks.time_budget needs a finite run: set trainer.max_steps or trainer.max_epochs"
+                )
+            trainer.fit_loop.epoch_loop.max_steps = int(planned)
         if self.initial_steps is None:
             self.initial_steps = int(trainer.max_steps)
         if self.planned_steps is not None and self.planned_steps < trainer.max_steps:
