@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from PIL import Image
 
 from msrcnn.app.train import train
 from msrcnn.training import MaskScoringModule, NonFiniteLossError
@@ -175,3 +176,43 @@ def test_eval_on_a_split_without_annotations_writes_detections_only(trained_run,
     segm = json.loads((run_dir / "detections_segm.json").read_text())
     assert {d["image_id"] for d in segm} <= {img["id"] for img in info["images"]}
     assert len(json.loads((run_dir / "detections_bbox.json").read_text())) == len(segm) > 0
+
+
+def test_a_real_checkpoint_loads_through_both_public_ways(trained_run):
+    from msrcnn.models import MaskScoringRCNN
+
+    out, _ = trained_run
+    ckpt = out / "checkpoints" / "last.ckpt"
+    model = MaskScoringRCNN.from_checkpoint(ckpt)
+    module = MaskScoringModule.load_from_checkpoint(ckpt, map_location="cpu")
+    assert not model.training and model.class_names == list(module.hparams["config"]["class_names"])
+    assert model.category_ids == [1, 2, 4, 5, 7, 9]  # the shapes dataset's own ids
+    for (name, a), b in zip(model.state_dict().items(), module.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_damaged_or_foreign_checkpoints_fail_in_one_line_in_every_script(trained_run, tmp_path, shapes_dir):
+    out, _ = trained_run
+    data = (out / "checkpoints" / "last.ckpt").read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(data[: len(data) // 3])
+    foreign = tmp_path / "weights.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, foreign)
+    image = tmp_path / "image.png"
+    Image.new("RGB", (32, 32)).save(image)
+    runs = {
+        "train.py": (
+            truncated,
+            [*TINY, f"paths.data_dir={shapes_dir}", f"hydra.run.dir={tmp_path / 'train'}"],
+        ),
+        "eval.py": (foreign, [f"hydra.run.dir={tmp_path / 'eval'}"]),
+        "predict.py": (truncated, [f"input={image}", f"output_dir={tmp_path / 'predict'}"]),
+    }
+    for script, (ckpt, args) in runs.items():
+        proc = run_script(script, *args, f"ckpt_path={ckpt}", check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (script, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr and lines[-1].startswith(f"error: {ckpt}"), (script, lines)
+        why = "truncated or corrupt" if ckpt == truncated else "bare state dict"
+        assert why in lines[-1], (script, lines[-1])
+    assert not (tmp_path / "train" / "checkpoints").exists()  # failed before any work

@@ -10,8 +10,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from exp_helpers import CONF, QUIET_WANDB, TINY, run_script, tiny_wandb_run
+from msrcnn import Predictor
 from msrcnn.app.builders import build_detector
-from msrcnn.app.predict import checkpoint_categories, list_images, load_predictor, predict
+from msrcnn.app.predict import list_images, predict
 from msrcnn.config import to_plain, validate
 from msrcnn.data import SHAPES_CATEGORIES
 
@@ -32,7 +33,12 @@ def checkpoint(tmp_path_factory):
         {
             "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
             "hyper_parameters": {
-                "config": {**plain, "num_classes": len(CLASS_NAMES) + 1, "class_names": CLASS_NAMES}
+                "config": {
+                    **plain,
+                    "num_classes": len(CLASS_NAMES) + 1,
+                    "class_names": CLASS_NAMES,
+                    "category_ids": [i for i, _ in SHAPES_CATEGORIES],
+                }
             },
         },
         path,
@@ -97,47 +103,43 @@ def test_missing_input_and_empty_folder_fail_clearly(tmp_path):
         list_images(str(tmp_path / "*.jpg"))
 
 
-def test_categories_fall_back_to_the_annotation_file_then_to_label_order(tmp_path):
-    ann = tmp_path / "val.json"
-    ann.write_text(json.dumps({"categories": [{"id": 90, "name": "b"}, {"id": 3, "name": "a"}]}))
-    trained = {"class_names": ["a", "b"], "data": {"name": "coco_format", "val": {"ann_file": str(ann)}}}
-    assert checkpoint_categories(trained) == [(3, "a"), (90, "b")]
-    assert checkpoint_categories({**trained, "category_ids": [5, 6]}) == [(5, "a"), (6, "b")]
-    assert checkpoint_categories({"class_names": ["a", "b"], "data": {"name": "coco_format"}}) == [
-        (1, "a"),
-        (2, "b"),
-    ]
+def test_predictor_takes_paths_pil_numpy_and_tensors_and_returns_one_result_each(checkpoint, images):
+    predictor = Predictor(checkpoint, device="cpu", max_dets=7)
+    path = images / "b.jpg"
+    pil = Image.open(path)
+    array = np.asarray(pil.convert("RGB"))
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
+    results = predictor([path, str(path), pil, array, tensor])
+    assert len(results) == 5 and len(predictor([])) == 0
+    first = results[0]
+    assert 0 < len(first) <= 7 and first.image_size == (48, 80)
+    names = dict(SHAPES_CATEGORIES)
+    assert first.class_names == [names[int(c)] for c in first.category_ids]
+    assert first.masks.shape == (len(first), 48, 80) and first.masks.dtype == bool and first.rles is None
+    assert np.allclose(first.mask_scores, first.class_scores * first.mask_ious)
+    assert np.all(np.diff(first.class_scores) <= 0) and first.boxes.shape == (len(first), 4)
+    for other in results[1:]:  # the same pixels, whatever the input type
+        assert np.array_equal(other.boxes, first.boxes) and np.array_equal(other.masks, first.masks)
+    [encoded] = predictor(array, rle=True)  # one image: a list of one
+    assert encoded.masks is None and len(encoded.rles) == len(first)
+    from faster_coco_eval.core import mask as mask_utils
+
+    decoded = mask_utils.decode([dict(r, counts=r["counts"].encode()) for r in encoded.rles])
+    assert np.array_equal(decoded.transpose(2, 0, 1).astype(bool), first.masks)
+    strict = Predictor(checkpoint, device="cpu", score_threshold=float(first.class_scores[2]))([array])[0]
+    assert len(strict) >= 3 and strict.class_scores.min() >= first.class_scores[2]
 
 
-def test_predictor_loads_a_checkpoint_trained_from_pretrained_weights(tmp_path):
-    """backbone.pretrained=imagenet is not read again (no weights cache needed): the frozen BN it
-    implied is rebuilt, so the checkpoint's state dict fits exactly."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                *TINY,
-                f"paths.output_dir={tmp_path}",
-                "backbone.norm=frozen_bn",
-                "backbone.trainable_layers=3",
-            ],
-        )
-    plain = to_plain(validate(cfg))
-    model = build_detector(plain, len(CLASS_NAMES) + 1)
-    plain["backbone"].update(pretrained="imagenet", norm=None, trainable_layers=None)  # as trained
-    path = tmp_path / "pretrained.ckpt"
-    torch.save(
-        {
-            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-            "hyper_parameters": {
-                "config": {**plain, "num_classes": len(CLASS_NAMES) + 1, "class_names": CLASS_NAMES}
-            },
-        },
-        path,
-    )
-    loaded, trained = load_predictor(path, soft_nms=True)
-    assert loaded.roi_heads.soft_nms.enabled and not loaded.training
-    assert trained["backbone"]["pretrained"] == "imagenet"
+def test_predictor_refuses_what_is_not_an_image(checkpoint, tmp_path):
+    predictor = Predictor(checkpoint, device="cpu")
+    with pytest.raises(TypeError, match="uint8"):
+        predictor([np.zeros((8, 8, 3), dtype=np.float32)])
+    with pytest.raises(ValueError, match="CxHxW"):
+        predictor([torch.zeros(8, 8)])
+    with pytest.raises(FileNotFoundError, match="image not found"):
+        predictor([tmp_path / "nope.png"])
+    with pytest.raises(TypeError, match="cannot use a int"):
+        predictor([3])
 
 
 @pytest.mark.slow

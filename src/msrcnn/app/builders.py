@@ -16,59 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from msrcnn.config import ConfigError
 from msrcnn.data import DetectionDataModule, SplitSpec
 from msrcnn.models import MaskScoringRCNN, build_model
+from msrcnn.models.checkpoint import model_kwargs
 from msrcnn.training.callbacks import StepLogger, TimeBudget
 
 log = logging.getLogger("msrcnn.app")
-
-
-def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``build_model`` keyword arguments from the plain ``backbone``, ``head`` and ``model`` groups."""
-    b, h, m = cfg["backbone"], cfg["head"], cfg["model"]
-    soft = m["soft_nms"]
-    return dict(
-        backbone=b["name"],
-        pretrained=b["pretrained"],
-        norm=b["norm"],
-        trainable_layers=b["trainable_layers"],
-        returned_layers=b["returned_layers"],
-        fpn_channels=b["fpn_channels"],
-        anchor_sizes=b["anchor_sizes"],
-        aspect_ratios=b["aspect_ratios"],
-        width=b["width"],
-        box_head=m["box_head"],
-        box_representation_size=m["box_representation_size"],
-        box_conv_channels=m["box_conv_channels"],
-        box_num_convs=m["box_num_convs"],
-        mask_head_channels=m["mask_head_channels"],
-        mask_num_convs=m["mask_num_convs"],
-        channels_last=m["channels_last"],
-        min_size=tuple(m["min_size"]),
-        max_size=m["max_size"],
-        rpn_pre_nms_top_n_train=m["rpn_pre_nms_top_n_train"],
-        rpn_post_nms_top_n_train=m["rpn_post_nms_top_n_train"],
-        rpn_pre_nms_top_n_test=m["rpn_pre_nms_top_n_test"],
-        rpn_post_nms_top_n_test=m["rpn_post_nms_top_n_test"],
-        rpn_batch_size_per_image=m["rpn_batch_size_per_image"],
-        box_batch_size_per_image=m["box_batch_size_per_image"],
-        box_positive_fraction=m["box_positive_fraction"],
-        box_score_thresh=m["box_score_thresh"],
-        box_nms_thresh=m["box_nms_thresh"],
-        box_detections_per_img=m["box_detections_per_img"],
-        maskiou_head=h["name"] == "maskiou",
-        maskiou_input=h["input"],
-        maskiou_target=h["target"],
-        maskiou_tau=h["tau"],
-        maskiou_loss_weight=h["loss_weight"],
-        maskiou_conv_channels=h["conv_channels"],
-        maskiou_num_convs=h["num_convs"],
-        maskiou_fc_dim=h["fc_dim"],
-        maskiou_detach_inputs=h["detach_inputs"],
-        soft_nms=soft["enabled"],
-        soft_nms_method=soft["method"],
-        soft_nms_iou_threshold=soft["iou_threshold"],
-        soft_nms_sigma=soft["sigma"],
-        soft_nms_score_threshold=soft["score_threshold"],
-    )
 
 
 def build_detector(cfg: dict[str, Any], num_classes: int) -> MaskScoringRCNN:

@@ -13,11 +13,18 @@ from typing import Any
 
 from msrcnn.config import ConfigError
 from msrcnn.data import DataError
+from msrcnn.models import CheckpointError
 from msrcnn.training import NonFiniteLossError
 
 log = logging.getLogger("msrcnn")
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError, NonFiniteLossError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    FileNotFoundError,
+    NonFiniteLossError,
+)
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), e.g. a scheduler's pre-emption

@@ -11,14 +11,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from msrcnn.app.builders import (
-    build_datamodule,
-    build_detector,
-    build_logger,
-    build_trainer,
-    check_logger,
-    detector_state_dict,
-)
+from msrcnn.app.builders import build_datamodule, build_logger, build_trainer, check_logger
 from msrcnn.app.summary import format_results_table
 from msrcnn.app.train import write_results
 from msrcnn.app.wandb_runs import wandb_job
@@ -26,19 +19,8 @@ from msrcnn.config import ConfigError, EvalAppConfig, to_plain, validate
 from msrcnn.config.schema import Config, DataConfig
 from msrcnn.data import DataError
 from msrcnn.evaluation.evaluator import CocoEvaluator
+from msrcnn.models import MaskScoringRCNN
 from msrcnn.training import MaskScoringModule
-
-
-def checkpoint_config(path: str | Path) -> dict[str, Any]:
-    """The resolved training config stored in an msrcnn checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    config = ckpt.get("hyper_parameters", {}).get("config") if isinstance(ckpt, dict) else None
-    if not config:
-        raise ValueError(f"{path} is not an msrcnn checkpoint (no hyper_parameters.config inside)")
-    return config
 
 
 @wandb_job  # logger=wandb: the W&B run ends with the job
@@ -52,7 +34,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
     cfg = validate(cfg, EvalAppConfig)
     check_logger(cfg.logger)
     if cfg.logger.log_model:
-        raise ConfigError("logger.log_model=true is for training (src/train.py); src/eval.py writes no checkpoint")
+        raise ConfigError(
+            "logger.log_model=true is for training (src/train.py); src/eval.py writes no checkpoint"
+        )
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.torch_threads:
@@ -60,7 +44,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
     L.seed_everything(cfg.seed, verbose=False)
     start = time.perf_counter()
 
-    trained = checkpoint_config(cfg.ckpt_path)
+    model = MaskScoringRCNN.from_checkpoint(cfg.ckpt_path, soft_nms=cfg.soft_nms)
+    trained = model.config
     data_cfg = (
         cfg.data
         if cfg.data is not None
@@ -81,12 +66,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
         )
 
     plain = to_plain(run_cfg)
-    plain["model"]["init_from"] = None
-    model = build_detector(plain, trained["num_classes"])
-    model.load_state_dict(detector_state_dict(cfg.ckpt_path), strict=True)
-    if cfg.soft_nms is not None:
-        heads = model.roi_heads
-        heads.soft_nms = dataclasses.replace(heads.soft_nms, enabled=bool(cfg.soft_nms))
 
     split = cfg.split.value
     ann_file = datamodule.val_ann_file if split == "val" else datamodule.test_ann_file

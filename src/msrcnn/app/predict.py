@@ -15,29 +15,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import glob
-import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from faster_coco_eval.core import mask as mask_utils
 from omegaconf import MISSING, DictConfig
 from PIL import Image
 
-from msrcnn.app.builders import build_detector, detector_state_dict
-from msrcnn.app.evaluate import checkpoint_config
-from msrcnn.config import to_plain, validate
-from msrcnn.config.schema import Config
-from msrcnn.data import SHAPES_CATEGORIES, read_image
-from msrcnn.evaluation import DetectionRecord, make_record, write_json_atomic
+from msrcnn.config import validate
+from msrcnn.data import DataError
+from msrcnn.evaluation import DetectionRecord, write_json_atomic
 from msrcnn.evaluation.plots import draw_detections, figure_to_array
-from msrcnn.models import MaskScoringRCNN
+from msrcnn.predictor import Predictor, to_image_tensor
 
 log = logging.getLogger("msrcnn.app")
 
@@ -46,7 +40,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 
 @dataclass
 class PredictConfig:
-    """``src/predict.py`` settings (the model and its classes come from the checkpoint)."""
+    """``src/predict.py`` settings (the model and its classes come from the checkpoint); the
+    model settings are :class:`msrcnn.Predictor`'s arguments."""
 
     ckpt_path: str = MISSING
     input: str = MISSING  # an image, a folder of images or a glob ('imgs/*.jpg')
@@ -84,87 +79,6 @@ def list_images(spec: str | Path) -> list[Path]:
         return files
     raise FileNotFoundError(
         f"input not found: {spec} (give an image, a folder or a glob such as 'imgs/*.jpg')"
-    )
-
-
-def checkpoint_categories(trained: dict[str, Any]) -> list[tuple[int, str]]:
-    """``(category id, name)`` per model label 1..K of the checkpoint's dataset.
-
-    The ids are the training annotation file's own: from the config when it records them
-    (``category_ids``), the fixed ids of the synthetic shapes, or the categories of the run's
-    annotation file when it is still where training read it; otherwise 1..K with a warning.
-    """
-    names = [str(n) for n in trained["class_names"]]
-    if trained.get("category_ids"):
-        return list(zip((int(i) for i in trained["category_ids"]), names))
-    data = trained.get("data") or {}
-    if data.get("name") == "shapes" and [n for _, n in SHAPES_CATEGORIES] == names:
-        return [(int(i), n) for i, n in SHAPES_CATEGORIES]
-    candidates = []
-    if data.get("name") == "coco" and data.get("root"):
-        candidates.append(Path(data["root"]) / "annotations" / "instances_val2017.json")
-    for split in ("val", "train"):
-        if (data.get(split) or {}).get("ann_file"):
-            candidates.append(Path(data[split]["ann_file"]))
-    for ann_file in candidates:
-        if ann_file.is_file():
-            categories = sorted(json.loads(ann_file.read_text()).get("categories", []), key=lambda c: c["id"])
-            if [str(c["name"]) for c in categories] == names:
-                return [(int(c["id"]), str(c["name"])) for c in categories]
-    log.warning(
-        "the checkpoint does not record its category ids and its annotation file is not found: "
-        "using 1..%d in label order",
-        len(names),
-    )
-    return list(enumerate(names, start=1))
-
-
-def load_predictor(
-    ckpt_path: str | Path, soft_nms: bool | None = None
-) -> tuple[MaskScoringRCNN, dict[str, Any]]:
-    """The detector of an msrcnn checkpoint (eval mode, CPU) and the checkpoint's training config.
-
-    The weights come from the checkpoint only: ``backbone.pretrained`` is not read again (the
-    normalisation layers it implied are kept, so the state dict fits).
-    """
-    trained = checkpoint_config(ckpt_path)
-    fields = {f.name for f in dataclasses.fields(Config)}
-    plain = to_plain(validate({k: v for k, v in trained.items() if k in fields}))
-    backbone = plain["backbone"]
-    if backbone["pretrained"]:
-        backbone["norm"] = backbone["norm"] or "frozen_bn"
-        backbone["trainable_layers"] = (
-            backbone["trainable_layers"] if backbone["trainable_layers"] is not None else 3
-        )
-        backbone["pretrained"] = None
-    plain["model"]["init_from"] = None
-    model = build_detector(plain, trained["num_classes"])
-    model.load_state_dict(detector_state_dict(ckpt_path), strict=True)
-    if soft_nms is not None:
-        heads = model.roi_heads
-        heads.soft_nms = dataclasses.replace(heads.soft_nms, enabled=bool(soft_nms))
-    return model.eval(), trained
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _keep(record: DetectionRecord, score_threshold: float) -> DetectionRecord:
-    if score_threshold <= 0 or len(record) == 0:
-        return record
-    keep = np.flatnonzero(record.scores >= score_threshold)
-    return DetectionRecord(
-        image_id=record.image_id,
-        boxes=record.boxes[keep],
-        scores=record.scores[keep],
-        labels=record.labels[keep],
-        mask_ious=None if record.mask_ious is None else record.mask_ious[keep],
-        rles=None if record.rles is None else [record.rles[i] for i in keep],
-        mask_areas=None if record.mask_areas is None else record.mask_areas[keep],
-        mask_boxes=None if record.mask_boxes is None else record.mask_boxes[keep],
     )
 
 
@@ -211,20 +125,23 @@ def predict(cfg: DictConfig) -> Path:
     if cfg.render:
         overlay_dir.mkdir(exist_ok=True)
 
-    model, trained = load_predictor(cfg.ckpt_path, cfg.soft_nms)
-    device = _device(cfg.device)
-    model.to(device)
-    model.mask_output = "roi"  # the records hold RLEs, computed from the box-local masks (no paste)
-    categories = checkpoint_categories(trained)
-    label_to_cat_id = [0, *(cat_id for cat_id, _ in categories)]
+    predictor = Predictor(
+        cfg.ckpt_path,
+        device=cfg.device,
+        max_dets=cfg.max_dets,
+        score_threshold=cfg.score_threshold,
+        soft_nms=cfg.soft_nms,
+    )
+    model, categories = predictor.model, predictor.categories
     names = dict(categories)
 
     image_entries, annotations, used_names = [], [], set()
     for image_id, path in enumerate(images, start=1):
-        image = read_image(path, image_id)
-        with torch.no_grad():
-            output = model([image.to(device)])[0]
-        record = _keep(make_record(output, image_id, label_to_cat_id, cfg.max_dets), cfg.score_threshold)
+        try:
+            image = to_image_tensor(path)
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        [(record, _)] = predictor.records([image], first_image_id=image_id)
         image_entries.append(
             {
                 "id": image_id,
@@ -246,7 +163,7 @@ def predict(cfg: DictConfig) -> Path:
         "info": {
             "description": "Mask Scoring R-CNN predictions: score = mask_score = class_score x mask_iou",
             "checkpoint": str(cfg.ckpt_path),
-            "experiment_name": trained.get("experiment_name"),
+            "experiment_name": (model.config or {}).get("experiment_name"),
             "soft_nms": model.roi_heads.soft_nms.enabled,
         },
         "images": image_entries,

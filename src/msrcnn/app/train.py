@@ -20,6 +20,7 @@ from msrcnn.app.wandb_runs import wandb_job
 from msrcnn.config import to_plain, validate
 from msrcnn.evaluation import write_json_atomic
 from msrcnn.evaluation.evaluator import CocoEvaluator
+from msrcnn.models import read_checkpoint
 from msrcnn.training import MaskScoringModule, TimeBudget
 
 log = logging.getLogger("msrcnn.app")
@@ -90,6 +91,8 @@ def training_summary(trainer: L.Trainer, module: MaskScoringModule) -> dict[str,
 def train(cfg: DictConfig) -> dict[str, Any] | None:
     """Runs one training job; returns the final evaluation results (None when skipped)."""
     cfg, output_dir = prepare(cfg)
+    if cfg.ckpt_path:
+        read_checkpoint(cfg.ckpt_path)  # a missing, damaged or foreign checkpoint fails before any work
     start = time.perf_counter()
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()

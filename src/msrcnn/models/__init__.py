@@ -1,6 +1,7 @@
 """Mask Scoring R-CNN as a plain ``torch.nn.Module`` (no Lightning, no Hydra)."""
 
 from msrcnn.models.backbones import BACKBONES, BackboneSpec, build_backbone
+from msrcnn.models.checkpoint import CheckpointError, read_checkpoint
 from msrcnn.models.factory import build_model
 from msrcnn.models.mask_scoring_rcnn import MaskScoringRCNN
 from msrcnn.models.maskiou import (
@@ -17,6 +18,7 @@ __all__ = [
     "INPUT_DESIGNS",
     "TRAIN_TARGETS",
     "BackboneSpec",
+    "CheckpointError",
     "MaskIoUHead",
     "MaskScoringRCNN",
     "MaskScoringRoIHeads",
@@ -24,4 +26,5 @@ __all__ = [
     "build_model",
     "mask_iou_targets",
     "maskiou_loss",
+    "read_checkpoint",
 ]

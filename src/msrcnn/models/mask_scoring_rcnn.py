@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.ops import MultiScaleRoIAlign
@@ -79,6 +83,10 @@ class MaskScoringRCNN(MaskRCNN):
         **kwargs,
     ) -> None:
         super().__init__(backbone, num_classes=num_classes, **kwargs)
+        # Set by from_checkpoint: the names and dataset category ids of labels 1..K, the run's config.
+        self.class_names: list[str] | None = None
+        self.category_ids: list[int] | None = None
+        self.config: dict[str, Any] | None = None
         self.rpn.head.register_forward_hook(_float32_rpn_outputs)
         self.transform = MaskScoringTransform.from_transform(
             self.transform, fast_paste=fast_mask_paste, mask_output=mask_output
@@ -123,6 +131,68 @@ class MaskScoringRCNN(MaskRCNN):
                 score_threshold=soft_nms_score_threshold,
             ),
         )
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        map_location: Any = "cpu",
+        *,
+        soft_nms: bool | None = None,
+    ) -> MaskScoringRCNN:
+        """The trained model of a ``src/train.py`` checkpoint, in eval mode.
+
+        The model is rebuilt from the config stored in the checkpoint with plain Python (no
+        Lightning, no Hydra) and gets the checkpoint's weights only: ``backbone.pretrained`` is
+        not read again, so no pretrained-weight files are needed. It carries ``class_names``,
+        ``category_ids`` (the dataset's ids of labels 1..K) and the run's ``config``.
+
+        Args:
+            path: the checkpoint (e.g. ``RUN/checkpoints/last.ckpt``).
+            map_location: where the weights go (``torch.load``'s argument); the model is moved
+                to the device of the weights.
+            soft_nms: ``True``/``False`` switches Soft-NMS on/off; ``None`` keeps the trained setting.
+
+        Raises:
+            FileNotFoundError: no such file.
+            msrcnn.models.CheckpointError: a truncated, corrupt or foreign file, or weights that
+                do not fit the model its config describes.
+        """
+        from msrcnn.models.checkpoint import (
+            CheckpointError,
+            checkpoint_categories,
+            inference_kwargs,
+            model_weights,
+            read_checkpoint,
+        )
+        from msrcnn.models.factory import build_model
+
+        ckpt = read_checkpoint(path, map_location=map_location)
+        config = ckpt["hyper_parameters"]["config"]
+        try:
+            model = build_model(num_classes=int(config["num_classes"]), **inference_kwargs(config))
+        except (ValueError, TypeError, KeyError) as err:
+            raise CheckpointError(f"{path}: cannot rebuild the model from its config: {err}") from None
+        if not isinstance(model, cls):
+            raise TypeError(f"{cls.__name__}.from_checkpoint built a {type(model).__name__}")
+        weights = model_weights(ckpt)
+        try:
+            model.load_state_dict(weights, strict=True)
+        except RuntimeError as err:
+            detail = " ".join(str(err).split())
+            raise CheckpointError(
+                f"{path}: its weights do not fit the model its config describes: {detail[:300]}"
+            ) from None
+        first = next(iter(weights.values()), None)
+        if first is not None and first.device != torch.device("cpu"):
+            model.to(first.device)
+        if soft_nms is not None:
+            model.roi_heads.soft_nms = dataclasses.replace(model.roi_heads.soft_nms, enabled=bool(soft_nms))
+        categories = checkpoint_categories(config)
+        model.category_ids = [cat_id for cat_id, _ in categories]
+        model.class_names = [name for _, name in categories]
+        model.config = config
+        return model.eval()
 
     @property
     def mask_output(self) -> MaskOutput:

@@ -46,11 +46,25 @@ def flatten_metrics(results: dict[str, Any], prefix: str = "val/") -> dict[str, 
     return flat
 
 
+def _model_of_config(config: dict[str, Any]) -> nn.Module:
+    """The detector a run config describes (pretrained weights not read: they come from a checkpoint)."""
+    from msrcnn.models import build_model
+    from msrcnn.models.checkpoint import inference_kwargs
+
+    if "num_classes" not in config:
+        raise ValueError("MaskScoringModule needs a model, or a config with num_classes to build one")
+    return build_model(num_classes=int(config["num_classes"]), **inference_kwargs(config))
+
+
 class MaskScoringModule(L.LightningModule):
     """Trains and evaluates a detector whose forward returns losses (train) or detections (eval).
 
+    ``MaskScoringModule.load_from_checkpoint(path)`` works: the model is then rebuilt from the
+    config stored in the checkpoint (as :meth:`msrcnn.models.MaskScoringRCNN.from_checkpoint` does).
+
     Args:
-        model: a ``MaskScoringRCNN`` (or any torchvision-style detector).
+        model: a ``MaskScoringRCNN`` (or any torchvision-style detector); ``None`` builds the
+            model that ``config`` describes (``config`` then needs ``num_classes``).
         optim: optimiser settings (``msrcnn.config.schema.OptimConfig`` as a dict).
         evaluator: optional evaluator for validation/test epochs.
         train_only: ``all``, or ``maskiou`` to train only the MaskIoU branch of a frozen detector.
@@ -59,15 +73,17 @@ class MaskScoringModule(L.LightningModule):
 
     def __init__(
         self,
-        model: nn.Module,
-        optim: dict[str, Any],
+        model: nn.Module | None = None,
+        optim: dict[str, Any] | None = None,
         evaluator: Evaluator | None = None,
         train_only: str = "all",
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if model is None:
+            model = _model_of_config(config or {})
         self.model = model
-        self.optim = dict(optim)
+        self.optim = dict(optim or (config or {}).get("optim") or {})
         self.evaluator = evaluator
         self.train_only = train_only
         self.last_results: dict[str, Any] | None = None

@@ -1,0 +1,198 @@
+"""Reading msrcnn checkpoints with plain torch: the run's config, its weights, its categories.
+
+A checkpoint of ``src/train.py`` is a Lightning checkpoint whose ``hyper_parameters["config"]`` is
+the run's resolved configuration (the ``backbone``, ``head`` and ``model`` groups, plus
+``num_classes``, ``class_names`` and ``category_ids`` of the training data) and whose
+``state_dict`` holds the detector's weights under ``model.``. Nothing here needs Lightning or Hydra.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("msrcnn.models")
+
+__all__ = ["CheckpointError", "checkpoint_categories", "model_kwargs", "read_checkpoint"]
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable checkpoint of this project (truncated, corrupt or foreign)."""
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint at ``path`` (``torch.load(weights_only=True)``), checked to be an msrcnn one.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: a truncated or corrupt file, or a file that is not a checkpoint of
+            ``src/train.py``; one line naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is not a readable checkpoint: the file is empty")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        text = str(err)
+        if "Unsupported global" in text:
+            name = text.split("Unsupported global: GLOBAL ", 1)[1].split()[0]
+            raise CheckpointError(
+                f"{path} is not a checkpoint of msrcnn: it holds Python objects ({name}), not only tensors "
+                "and plain data as src/train.py's checkpoints do"
+            ) from None
+        detail = text.rsplit("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else text
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {type(err).__name__}: "
+            f"{' '.join(detail.split())[:200]}"
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(
+            f"{path} is not a checkpoint of msrcnn: it holds a {type(ckpt).__name__}, not a dict"
+        )
+    if "state_dict" not in ckpt:
+        if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            raise CheckpointError(
+                f"{path} is not a checkpoint of msrcnn: it is a bare state dict of {len(ckpt)} tensors "
+                "(no config to rebuild the model from; model.init_from=PATH loads such weights)"
+            )
+        raise CheckpointError(f"{path} is not a checkpoint of msrcnn: it has no state_dict")
+    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(config, dict) or not config:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of msrcnn: it has no hyper_parameters.config (the run's "
+            "config that src/train.py stores)"
+        )
+    missing = [k for k in ("num_classes", "class_names", "backbone", "model") if k not in config]
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint of msrcnn: its config lacks {', '.join(missing)}")
+    if not any(k.startswith("model.") for k in ckpt["state_dict"]):
+        raise CheckpointError(f"{path} is not a checkpoint of msrcnn: its state_dict has no model.* weights")
+    return ckpt
+
+
+def model_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The detector's weights of a checkpoint (its ``model.*`` entries without the prefix)."""
+    return {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+
+
+def _value(value: Any) -> Any:
+    """An enum's value, a list for a tuple; other values unchanged."""
+    return getattr(value, "value", value)
+
+
+def model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`~msrcnn.models.build_model` keyword arguments of a run config's ``backbone``, ``head``
+    and ``model`` groups (``num_classes`` not included). Keys missing from an older config are left
+    to the constructors' defaults."""
+    b, m = config["backbone"], config["model"]
+    h = config.get("head") or {"name": "none"}
+    out: dict[str, Any] = {"backbone": _value(b["name"])}
+    for key in (
+        "pretrained",
+        "norm",
+        "trainable_layers",
+        "returned_layers",
+        "fpn_channels",
+        "anchor_sizes",
+        "aspect_ratios",
+        "width",
+    ):
+        if key in b:
+            out[key] = _value(b[key])
+    for key in (
+        "box_head",
+        "box_representation_size",
+        "box_conv_channels",
+        "box_num_convs",
+        "mask_head_channels",
+        "mask_num_convs",
+        "channels_last",
+        "max_size",
+        "rpn_pre_nms_top_n_train",
+        "rpn_post_nms_top_n_train",
+        "rpn_pre_nms_top_n_test",
+        "rpn_post_nms_top_n_test",
+        "rpn_batch_size_per_image",
+        "box_batch_size_per_image",
+        "box_positive_fraction",
+        "box_score_thresh",
+        "box_nms_thresh",
+        "box_detections_per_img",
+    ):
+        if key in m:
+            out[key] = _value(m[key])
+    if "min_size" in m:
+        out["min_size"] = tuple(m["min_size"])
+    out["maskiou_head"] = _value(h.get("name")) == "maskiou"
+    for key in (
+        "input",
+        "target",
+        "tau",
+        "loss_weight",
+        "conv_channels",
+        "num_convs",
+        "fc_dim",
+        "detach_inputs",
+    ):
+        if key in h:
+            out[f"maskiou_{key}"] = _value(h[key])
+    soft = m.get("soft_nms") or {}
+    if "enabled" in soft:
+        out["soft_nms"] = bool(soft["enabled"])
+    for key in ("method", "iou_threshold", "sigma", "score_threshold"):
+        if key in soft:
+            out[f"soft_nms_{key}"] = _value(soft[key])
+    return out
+
+
+def inference_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`model_kwargs` for rebuilding a trained model: ``backbone.pretrained`` is not read
+    again (the weights come from the checkpoint), but the normalisation it implied is kept, so
+    that the state dict fits."""
+    kwargs = model_kwargs(config)
+    if kwargs.get("pretrained"):
+        kwargs["norm"] = kwargs.get("norm") or "frozen_bn"
+        if kwargs.get("trainable_layers") is None:
+            kwargs["trainable_layers"] = 3
+    kwargs["pretrained"] = None
+    return kwargs
+
+
+def checkpoint_categories(config: dict[str, Any]) -> list[tuple[int, str]]:
+    """``(dataset category id, class name)`` per model label 1..K of a run config.
+
+    From ``category_ids`` (what ``src/train.py`` records), else from the run's annotation file
+    when it is still where training read it, else 1..K in label order with a warning.
+    """
+    names = [str(n) for n in config["class_names"]]
+    if config.get("category_ids"):
+        ids = [int(i) for i in config["category_ids"]]
+        if len(ids) != len(names):
+            raise CheckpointError(f"the checkpoint records {len(ids)} category ids for {len(names)} classes")
+        return list(zip(ids, names))
+    data = config.get("data") or {}
+    candidates = []
+    if data.get("name") == "coco" and data.get("root"):
+        candidates.append(Path(data["root"]) / "annotations" / "instances_val2017.json")
+    for split in ("val", "train"):
+        if isinstance(data.get(split), dict) and data[split].get("ann_file"):
+            candidates.append(Path(data[split]["ann_file"]))
+    for ann_file in candidates:
+        if ann_file.is_file():
+            categories = sorted(json.loads(ann_file.read_text()).get("categories", []), key=lambda c: c["id"])
+            if [str(c["name"]) for c in categories] == names:
+                return [(int(c["id"]), str(c["name"])) for c in categories]
+    log.warning(
+        "the checkpoint does not record its category ids and its annotation file is not found: "
+        "using 1..%d in label order",
+        len(names),
+    )
+    return list(enumerate(names, start=1))
