@@ -82,3 +82,56 @@ def test_eval_config_composes():
         cfg = compose("evaluate", overrides=["paths.output_dir=/tmp/x", "ckpt_path=a.ckpt", "split=dev"])
     with pytest.raises(ConfigError, match="split"):
         validate(cfg, EvalAppConfig)
+
+
+def test_trainer_accepts_every_lightning_trainer_argument_and_only_those():
+    import dataclasses
+    import inspect
+
+    import lightning
+
+    from msrcnn.app.builders import build_trainer
+    from msrcnn.config.schema import TrainerConfig
+
+    signature = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+    fields = {f.name for f in dataclasses.fields(TrainerConfig)} - {"_target_"}
+    assert fields == signature - {"logger", "callbacks", "plugins"}  # those three: built by other groups
+    cfg = validate(
+        compose_train(
+            "trainer=cpu",
+            "trainer.profiler=simple",
+            "trainer.overfit_batches=2",
+            "trainer.detect_anomaly=true",
+            "trainer.min_steps=1",
+        )
+    )
+    trainer = build_trainer(cfg, logger=False, callbacks=[])
+    assert trainer.overfit_batches == 2 and type(trainer.profiler).__name__ == "SimpleProfiler"
+    with pytest.raises(ConfigError, match="trainer.profilr"):
+        validate(compose_train("+trainer.profilr=simple"))
+    with pytest.raises(ConfigError, match="trainer.max_steps"):
+        validate(compose_train("trainer.max_steps=many"))
+
+
+def test_trainer_yaml_lists_every_trainer_argument():
+    from msrcnn.config.trainer import trainer_arguments
+
+    listed = set(OmegaConf.load(CONF / "trainer" / "cpu.yaml")) - {"_target_"}
+    assert listed == set(trainer_arguments())  # so that trainer.<any argument>=... needs no '+'
+
+
+@pytest.mark.parametrize("option", ["gpu", "ddp"])
+def test_trainer_yamls_inherit_the_cpu_settings(option):
+    base = validate(compose_train("trainer=cpu")).trainer
+    other = validate(compose_train(f"trainer={option}")).trainer
+    differ = {k for k in base if base[k] != other[k]}
+    assert differ == (
+        {"accelerator"} if option == "gpu" else {"accelerator", "devices", "strategy", "sync_batchnorm"}
+    )
+
+
+def test_backbone_yamls_differ_only_in_name():
+    base = OmegaConf.to_container(validate(compose_train("backbone=r18_fpn")).backbone)
+    for option in GROUP_OPTIONS["backbone"]:
+        other = OmegaConf.to_container(validate(compose_train(f"backbone={option}")).backbone)
+        assert {k for k in base if base[k] != other[k]} <= {"name"}, option

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Optional
 
 from omegaconf import MISSING
+
+from msrcnn.config.trainer import TrainerConfig
 
 
 class BackboneName(str, Enum):
@@ -201,35 +203,6 @@ class DataConfig:
     aspect_ratio_group_factor: int = 3
     seed: int = 0
     auto_input_size: Optional[AutoInputSizeConfig] = None  # model.min_size/max_size from the training data
-
-
-@dataclass
-class TrainerConfig:
-    _target_: str = "lightning.Trainer"
-    accelerator: str = "auto"
-    devices: Any = "auto"
-    num_nodes: int = 1
-    strategy: Any = "auto"
-    precision: Any = "32-true"
-    max_epochs: Optional[int] = 18
-    max_steps: int = -1
-    max_time: Optional[str] = None
-    val_check_interval: Optional[Any] = None
-    check_val_every_n_epoch: Optional[int] = 1
-    log_every_n_steps: int = 20
-    gradient_clip_val: Optional[float] = None
-    accumulate_grad_batches: int = 1
-    deterministic: Any = False
-    benchmark: Optional[bool] = None
-    num_sanity_val_steps: int = 0
-    fast_dev_run: Any = False
-    limit_train_batches: Optional[Any] = None
-    limit_val_batches: Optional[Any] = None
-    enable_progress_bar: bool = True
-    enable_model_summary: bool = True
-    use_distributed_sampler: bool = False  # the data module shards itself (no padded duplicates)
-    sync_batchnorm: bool = False
-    default_root_dir: Optional[str] = None
 
 
 @dataclass
