@@ -55,8 +55,8 @@ def _resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour resize of ``[..., H, W]`` masks by gathering the rows and columns torch's
     ``mode="nearest"`` reads (no float copy of the masks)."""
     height, width = mask.shape[-2:]
-    rows = torch.from_numpy(nearest_source_indices(height, size[0]))
-    cols = torch.from_numpy(nearest_source_indices(width, size[1]))
+    rows = torch.from_numpy(nearest_source_indices(height, size[0]).copy())  # the cached array is read-only
+    cols = torch.from_numpy(nearest_source_indices(width, size[1]).copy())
     return mask.index_select(-2, rows).index_select(-1, cols)
 
 
