@@ -49,9 +49,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
                 "and plain data as src/train.py's checkpoints do"
             ) from None
         detail = text.rsplit("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else text
+        detail = " ".join(detail.split()).split(". ")[0].rstrip(".")  # torch's first sentence
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt?): {type(err).__name__}: "
-            f"{' '.join(detail.split())[:200]}"
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {type(err).__name__}: {detail[:160]}"
         ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(
