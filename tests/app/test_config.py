@@ -135,3 +135,19 @@ def test_backbone_yamls_differ_only_in_name():
     for option in GROUP_OPTIONS["backbone"]:
         other = OmegaConf.to_container(validate(compose_train(f"backbone={option}")).backbone)
         assert {k for k in base if base[k] != other[k]} <= {"name"}, option
+
+
+def test_the_schemas_choices_are_the_codes():
+    from msrcnn.config import schema
+    from msrcnn.models import BACKBONES, INPUT_DESIGNS, TRAIN_TARGETS
+    from msrcnn.models.factory import BOX_HEADS
+    from msrcnn.ops import SOFT_NMS_METHODS
+
+    for enum, choices in (
+        (schema.BackboneName, BACKBONES),
+        (schema.InputDesign, INPUT_DESIGNS),
+        (schema.TrainTarget, TRAIN_TARGETS),
+        (schema.BoxHead, BOX_HEADS),
+        (schema.SoftNMSMethod, SOFT_NMS_METHODS),
+    ):
+        assert tuple(e.value for e in enum) == tuple(choices)

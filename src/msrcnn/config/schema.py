@@ -14,22 +14,17 @@ from typing import Optional
 from omegaconf import MISSING
 
 from msrcnn.config.trainer import TrainerConfig
+from msrcnn.models.backbones import BACKBONES, NORMS
+from msrcnn.models.factory import BOX_HEADS
+from msrcnn.models.maskiou import INPUT_DESIGNS, TRAIN_TARGETS
+from msrcnn.ops.soft_nms import SOFT_NMS_METHODS
+
+BackboneName = Enum(
+    "BackboneName", {name: name for name in BACKBONES}, type=str
+)  # choices defined in the code
 
 
-class BackboneName(str, Enum):
-    r18_fpn = "r18_fpn"
-    r50_fpn = "r50_fpn"
-    r101_fpn = "r101_fpn"
-    r50_c4 = "r50_c4"
-    r101_c4 = "r101_c4"
-    r50_dcn_fpn = "r50_dcn_fpn"
-    r101_dcn_fpn = "r101_dcn_fpn"
-
-
-class Norm(str, Enum):
-    bn = "bn"
-    frozen_bn = "frozen_bn"
-    gn = "gn"
+Norm = Enum("Norm", {name: name for name in NORMS}, type=str)  # choices defined in the code
 
 
 class HeadName(str, Enum):
@@ -37,27 +32,22 @@ class HeadName(str, Enum):
     none = "none"
 
 
-class InputDesign(str, Enum):
-    concat = "concat"
-    multiply = "multiply"
-    concat_all = "concat_all"
-    concat_highres = "concat_highres"
+InputDesign = Enum(
+    "InputDesign", {name: name for name in INPUT_DESIGNS}, type=str
+)  # choices defined in the code
 
 
-class TrainTarget(str, Enum):
-    target_class = "target_class"
-    all_classes = "all_classes"
-    positive_classes = "positive_classes"
+TrainTarget = Enum(
+    "TrainTarget", {name: name for name in TRAIN_TARGETS}, type=str
+)  # choices defined in the code
 
 
-class BoxHead(str, Enum):
-    mlp = "mlp"
-    conv = "conv"
+BoxHead = Enum("BoxHead", {name: name for name in BOX_HEADS}, type=str)  # choices defined in the code
 
 
-class SoftNMSMethod(str, Enum):
-    linear = "linear"
-    gaussian = "gaussian"
+SoftNMSMethod = Enum(
+    "SoftNMSMethod", {name: name for name in SOFT_NMS_METHODS}, type=str
+)  # choices defined in the code
 
 
 class Optimizer(str, Enum):
@@ -110,7 +100,9 @@ class HeadConfig:
 
 
 @dataclass
-class SoftNMSConfig:
+class SoftNMSGroupConfig:
+    """``model.soft_nms``: :class:`msrcnn.models.roi_heads.SoftNMSConfig`'s fields."""
+
     enabled: bool = False
     method: SoftNMSMethod = SoftNMSMethod.linear
     iou_threshold: float = 0.5
@@ -139,7 +131,7 @@ class ModelConfig:
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
-    soft_nms: SoftNMSConfig = field(default_factory=SoftNMSConfig)
+    soft_nms: SoftNMSGroupConfig = field(default_factory=SoftNMSGroupConfig)
     init_from: Optional[str] = None  # a torchvision MaskRCNN state dict or an msrcnn checkpoint
     train_only: TrainOnly = TrainOnly.all
 

@@ -6,6 +6,7 @@ Everything here is vectorised over RoIs; the only Python loops run over images.
 
 from __future__ import annotations
 
+import typing
 from typing import Literal
 
 import torch
@@ -16,8 +17,9 @@ from torchvision.ops import roi_align
 
 InputDesign = Literal["concat", "multiply", "concat_all", "concat_highres"]
 TrainTarget = Literal["target_class", "all_classes", "positive_classes"]
-INPUT_DESIGNS: tuple[str, ...] = ("concat", "multiply", "concat_all", "concat_highres")
-TRAIN_TARGETS: tuple[str, ...] = ("target_class", "all_classes", "positive_classes")
+# The valid choices, defined once (the config schema reads them from here).
+INPUT_DESIGNS: tuple[str, ...] = typing.get_args(InputDesign)
+TRAIN_TARGETS: tuple[str, ...] = typing.get_args(TrainTarget)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

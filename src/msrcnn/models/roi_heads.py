@@ -25,9 +25,7 @@ from msrcnn.models.maskiou import (
     maskiou_loss,
     present_class_targets,
 )
-from msrcnn.ops import batched_soft_nms
-
-SOFT_NMS_METHODS = ("linear", "gaussian")
+from msrcnn.ops import SOFT_NMS_METHODS, batched_soft_nms
 
 
 @dataclass(frozen=True)
