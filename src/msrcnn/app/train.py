@@ -37,7 +37,6 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Path]:
     return cfg, output_dir
 
 
-def write_results(
 def training_summary(trainer: L.Trainer, module: MaskScoringModule) -> dict[str, Any]:
     """How many steps were planned and ran, why training stopped, and whether the LR schedule
     completed (a run cut short before its LR steps ends undecayed)."""
@@ -78,6 +77,7 @@ def training_summary(trainer: L.Trainer, module: MaskScoringModule) -> dict[str,
     return out
 
 
+def write_results(
     results: dict[str, Any], evaluator: CocoEvaluator, output_dir: Path, extra: dict[str, Any]
 ) -> Path | None:
     """``results.json`` (when the split is annotated) and the two detection files, atomically."""
@@ -125,8 +125,6 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     if cfg.callbacks.save_last and not trainer.fast_dev_run:
         trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")  # the final state, atomically
     train_seconds = time.perf_counter() - start
-    if not cfg.eval.after_fit:
-        return None
     training = training_summary(trainer, module)
     if trainer.is_global_zero:
         print(
@@ -134,6 +132,8 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
             + ("" if training["schedule_completed"] else "; WARNING: the LR schedule did not complete"),
             flush=True,
         )
+    if not cfg.eval.after_fit:
+        return None
 
     if not trainer.fast_dev_run:
         trainer.limit_val_batches = 1.0  # the final evaluation sees the whole split
@@ -150,9 +150,9 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
             "train_seconds": round(train_seconds, 1),
             "total_seconds": round(time.perf_counter() - start, 1),
             "global_step": trainer.global_step,
+            "training": training,
             "checkpoint_dir": str(output_dir / "checkpoints"),
         }
-            "training": training,
         path = write_results(results, evaluator, output_dir, extra)
         print("\n" + format_results_table(results), flush=True)
         print(f"run directory: {output_dir}" + (f"\nresults: {path}" if path else ""), flush=True)
