@@ -210,6 +210,15 @@ class LoggerConfig:
 
 
 @dataclass
+class TimeBudgetConfig:
+    """``msrcnn.training.TimeBudget``: re-plans max_steps (and the LR steps) to fit ``seconds``."""
+
+    seconds: Optional[float] = None  # null: no budget (the run is exactly trainer.max_steps)
+    calibrate_steps: int = 50
+    check_every_n_steps: int = 50
+
+
+@dataclass
 class CallbacksConfig:
     monitor: str = "val/segm_AP"
     save_last: bool = True
@@ -218,15 +227,7 @@ class CallbacksConfig:
     lr_monitor: bool = True
     rich_progress: bool = False
     log_every_n_steps: int = 50  # a plain-text progress line (0: off)
-
-
-@dataclass
-class TimeBudgetConfig:
-    """``msrcnn.training.TimeBudget``: re-plans max_steps (and the LR steps) to fit ``seconds``."""
-
-    seconds: Optional[float] = None  # null: no budget (the run is exactly trainer.max_steps)
-    calibrate_steps: int = 50
-    check_every_n_steps: int = 50
+    time_budget: TimeBudgetConfig = field(default_factory=TimeBudgetConfig)
 
 
 @dataclass
@@ -238,7 +239,6 @@ class EvalConfig:
 @dataclass
 class PathsConfig:
     root_dir: str = MISSING
-    time_budget: TimeBudgetConfig = field(default_factory=TimeBudgetConfig)
     data_dir: str = MISSING
     output_dir: str = MISSING
 
