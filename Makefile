@@ -21,12 +21,13 @@ help:
 
 # ./.venv with exactly the versions of uv.lock (the dev group included) and msrcnn installed
 # editable; seconds when up to date or when uv's cache already holds the wheels (hard links).
-# --inexact: packages added on top (`uv sync --frozen --extra cluster`) are kept.
+# --inexact: packages a user added on top are kept. The cluster extra (the SLURM launcher) is part of
+# the project environment, so its configs are tested too.
 install:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
 		{ echo "msrcnn: installing uv with pip ($(PYTHON) -m pip install uv)"; $(PYTHON) -m pip install --quiet uv; }
 	@if [ -L .venv ]; then echo "msrcnn: replacing the .venv link (a shared environment) by a project environment"; rm .venv; fi
-	@$(UV) sync --frozen --inexact
+	@$(UV) sync --frozen --inexact --extra cluster
 
 train: install
 	$(PY) src/train.py experiment=demo $(ARGS)

@@ -74,6 +74,17 @@ def test_a_resumed_run_keeps_its_plan(monkeypatch):
     )
     resumed.on_train_start(again, SimpleNamespace(schedule=schedule))
     assert again.max_steps == cb.planned_steps < 1000 and resumed.initial_steps == 1000
+    # a resume that asks for another length plans anew
+    longer = FakeTrainer(
+        global_step=100,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(max_steps=1500)),
+        world_size=1,
+        is_global_zero=True,
+    )
+    other = TimeBudget(200.0)
+    other.load_state_dict(state)
+    other.on_train_start(longer, SimpleNamespace(schedule=schedule))
+    assert longer.max_steps == 1500 and other.initial_steps == 1500 and other.replans == []
 
 
 def test_budget_must_be_positive():

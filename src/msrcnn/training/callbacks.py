@@ -44,8 +44,9 @@ class TimeBudget(L.Callback):
     """Fits training into a wall-clock budget by planning fewer steps, never by cutting the schedule.
 
     It measures the time per step from step ``calibrate_steps`` on (the first steps are slower) and,
-    every ``check_every_n_steps`` steps once it has measured that many, projects the end of the run. When the planned ``max_steps`` would overrun ``seconds``
-    (counted from the start of training), it lowers ``max_steps`` to the count that fits and moves the
+    every ``check_every_n_steps`` steps once it has measured that many, projects the end of the run.
+    When the planned ``max_steps`` would overrun ``seconds`` (counted from the start of training,
+    resumed runs included), it lowers ``max_steps`` to the count that fits and moves the
     LR schedule's steps with it (the module's :class:`~msrcnn.training.StepSchedule`), so a slow or
     busy machine trains for fewer steps but still completes its schedule. It only ever shortens a run.
     On a machine fast enough for the whole plan it does nothing, and the run is the fixed-step run.
@@ -74,10 +75,16 @@ class TimeBudget(L.Callback):
                     "callbacks.time_budget needs a finite run: set trainer.max_steps or trainer.max_epochs"
                 )
             trainer.fit_loop.epoch_loop.max_steps = int(planned)
-        if self.initial_steps is None:
-            self.initial_steps = int(trainer.max_steps)
-        if self.planned_steps is not None and self.planned_steps < trainer.max_steps:
-            trainer.fit_loop.epoch_loop.max_steps = self.planned_steps  # resumed after a re-plan
+        configured = int(trainer.max_steps)
+        resumed_replan = (
+            self.replans
+            and configured == self.initial_steps
+            and (self.planned_steps or configured) < configured
+        )
+        if resumed_replan:  # resumed with the same configuration after a re-plan: keep that plan
+            trainer.fit_loop.epoch_loop.max_steps = self.planned_steps
+        else:  # a new run, or a resume that asks for another length: plan anew
+            self.initial_steps, self.replans = configured, []
         self.planned_steps = int(trainer.max_steps)
         self._start = time.perf_counter()
         self._ref = None
