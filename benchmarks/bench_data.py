@@ -166,7 +166,11 @@ def _fed_step_seconds(cfg, steps: int, full_resolution_masks: bool = False) -> d
             times.append(time.perf_counter() - start)
             instances += sum(len(t["labels"]) for t in targets)
     del iterator
-    return {"step_s": median(times), "instances_per_step": instances / steps, "batch_size": int(cfg.data.batch_size)}
+    return {
+        "step_s": median(times),
+        "instances_per_step": instances / steps,
+        "batch_size": int(cfg.data.batch_size),
+    }
 
 
 def bench_crowded(data_dir: Path, images: int = 8, steps: int = 10) -> dict[str, Any]:
@@ -186,7 +190,11 @@ def bench_crowded(data_dir: Path, images: int = 8, steps: int = 10) -> dict[str,
         f"data.batch_size={int(shapes.data.batch_size)}",  # the same images per step as the shapes
         f"data.num_workers={int(shapes.data.num_workers)}",
         f"paths.output_dir={data_dir / 'run'}",
-    ] + [f"data.{split}.{key}={value}" for split in ("train", "val") for key, value in (("ann_file", ann_file), ("img_dir", img_dir))]
+    ] + [
+        f"data.{split}.{key}={value}"
+        for split in ("train", "val")
+        for key, value in (("ann_file", ann_file), ("img_dir", img_dir))
+    ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         crowded = validate(compose("train", overrides=overrides))
     result_shapes = _fed_step_seconds(shapes, steps)
@@ -207,7 +215,9 @@ if __name__ == "__main__":
     import json
     import tempfile
 
-    parser = argparse.ArgumentParser(description="many-instance data at the demo preset vs the shapes (issue 16)")
+    parser = argparse.ArgumentParser(
+        description="many-instance data at the demo preset vs the shapes (issue 16)"
+    )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--images", type=int, default=8)
     args = parser.parse_args()

@@ -41,7 +41,9 @@ def stardist_images_dir() -> Path:
     """``stardist/data/images`` of the installed package, found without importing it."""
     spec = importlib.util.find_spec("stardist")
     if spec is None or not spec.submodule_search_locations:
-        raise ConversionError("the 'stardist' package is not installed (it is in the dev group: uv sync --group dev)")
+        raise ConversionError(
+            "the 'stardist' package is not installed (it is in the dev group: uv sync --group dev)"
+        )
     folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "images"
     for name in ("img2d.tif", "mask2d.tif"):
         if not (folder / name).is_file():
@@ -69,7 +71,9 @@ def load_nuclei() -> tuple[np.ndarray, np.ndarray]:
     return image8, labels
 
 
-def _crops(height: int, width: int, x0: int, x1: int, tile_h: int, tile_w: int, stride: int) -> list[tuple[int, int, int, int]]:
+def _crops(
+    height: int, width: int, x0: int, x1: int, tile_h: int, tile_w: int, stride: int
+) -> list[tuple[int, int, int, int]]:
     """``(y, x, h, w)`` crops covering ``x0 <= x < x1`` with the given step (the last one flush right/bottom)."""
     xs = list(range(x0, x1 - tile_w + 1, stride)) or [x0]
     ys = list(range(0, height - tile_h + 1, stride)) or [0]
@@ -109,7 +113,10 @@ def convert(out_dir: str | Path, *, tile: int = 256, stride: int = 64, min_area:
             image_id = index + 1
             file_name = f"{split}_{image_id:03d}.png"
             crop = np.ascontiguousarray(image[y : y + h, x : x + w])
-            _write_atomic(img_dir / file_name, lambda tmp, crop=crop: Image.fromarray(crop, mode="L").save(tmp, format="PNG"))
+            _write_atomic(
+                img_dir / file_name,
+                lambda tmp, crop=crop: Image.fromarray(crop, mode="L").save(tmp, format="PNG"),
+            )
             images.append({"id": image_id, "file_name": file_name, "width": w, "height": h})
             tile_labels = labels[y : y + h, x : x + w]
             ids = np.unique(tile_labels)
@@ -144,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="folder for train.json, val.json and images/")
     parser.add_argument("--tile", type=int, default=256, help="training crop side in px (default 256)")
-    parser.add_argument("--stride", type=int, default=64, help="step between training crops in px (default 64)")
-    parser.add_argument("--min-area", type=int, default=16, help="smallest kept nucleus fragment in px (default 16)")
+    parser.add_argument(
+        "--stride", type=int, default=64, help="step between training crops in px (default 64)"
+    )
+    parser.add_argument(
+        "--min-area", type=int, default=16, help="smallest kept nucleus fragment in px (default 16)"
+    )
     args = parser.parse_args(argv)
     if not 32 <= args.tile <= SPLIT_X or args.stride <= 0:
         parser.error(f"--tile must be in 32..{SPLIT_X} and --stride positive, got {args.tile}, {args.stride}")

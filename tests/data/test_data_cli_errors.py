@@ -4,9 +4,9 @@ they happen at set-up or in a DataLoader worker; HYDRA_FULL_ERROR=1 brings the t
 from __future__ import annotations
 
 import pytest
-from msrcnn_testing import run_script
 
 from msrcnn.data.crowded import generate_crowded
+from msrcnn_testing import run_script
 
 BASE = [
     "experiment=demo",
@@ -25,9 +25,15 @@ BASE = [
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("broken")
-    ann_file, img_dir = generate_crowded(root, num_images=2, height=120, width=160, min_instances=3, max_instances=6, radius=(4.0, 8.0))
+    ann_file, img_dir = generate_crowded(
+        root, num_images=2, height=120, width=160, min_instances=3, max_instances=6, radius=(4.0, 8.0)
+    )
     (img_dir / "0002.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    splits = [f"data.{split}.{key}={value}" for split in ("train", "val") for key, value in (("ann_file", ann_file), ("img_dir", img_dir))]
+    splits = [
+        f"data.{split}.{key}={value}"
+        for split in ("train", "val")
+        for key, value in (("ann_file", ann_file), ("img_dir", img_dir))
+    ]
     return img_dir / "0002.png", [*BASE, *splits, f"paths.output_dir={root / 'run'}"]
 
 

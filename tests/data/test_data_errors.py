@@ -163,8 +163,13 @@ def _corrupt_train_module(tiny_coco, num_workers: int) -> DetectionDataModule:
     (tiny_coco.img_dir / "img_11.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     split = SplitSpec(str(tiny_coco.ann_file), str(tiny_coco.img_dir))
     module = DetectionDataModule(
-        train=split, val=split, batch_size=4, num_workers=num_workers, persistent_workers=False,
-        train_min_size=[32], max_size=64,
+        train=split,
+        val=split,
+        batch_size=4,
+        num_workers=num_workers,
+        persistent_workers=False,
+        train_min_size=[32],
+        max_size=64,
     )
     module.setup("fit")
     return module

@@ -67,7 +67,15 @@ def test_nearest_indices_and_empty_sets() -> None:
 
 @pytest.fixture(scope="module")
 def crowded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return generate_crowded(tmp_path_factory.mktemp("crowded"), num_images=2, height=350, width=550, min_instances=60, max_instances=90, radius=(4.0, 7.0))
+    return generate_crowded(
+        tmp_path_factory.mktemp("crowded"),
+        num_images=2,
+        height=350,
+        width=550,
+        min_instances=60,
+        max_instances=90,
+        radius=(4.0, 7.0),
+    )
 
 
 @pytest.mark.parametrize(("min_size", "max_size"), [(160, 160), (160, 1333), (300, 1000), (700, 1100)])
@@ -81,7 +89,11 @@ def test_input_size_pipeline_gives_the_models_targets(crowded, min_size: int, ma
         full_image, full_target = previous[index]
         assert full_target["masks"].shape[0] > 50
         image, target = current[index]
-        assert bool(target["at_input_size"]) and type(image) is torch.Tensor and type(target["boxes"]) is torch.Tensor
+        assert (
+            bool(target["at_input_size"])
+            and type(image) is torch.Tensor
+            and type(target["boxes"]) is torch.Tensor
+        )
         ref_image, ref = model_transform.resize(model_transform.normalize(full_image), dict(full_target))
         got_image, got = model_transform.resize(model_transform.normalize(image), dict(target))
         assert torch.equal(got["boxes"], ref["boxes"])

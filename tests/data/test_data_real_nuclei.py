@@ -8,10 +8,12 @@ import importlib.util
 import json
 
 import pytest
+
 from msrcnn_testing import run_script
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("stardist") is None, reason="the stardist package (dev group) ships the nuclei image"
+    importlib.util.find_spec("stardist") is None,
+    reason="the stardist package (dev group) ships the nuclei image",
 )
 
 STEPS = 600

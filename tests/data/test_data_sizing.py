@@ -43,7 +43,9 @@ def test_bad_arguments_are_refused() -> None:
 
 
 def test_apply_sets_the_model_and_the_workers_resize(tmp_path, capsys: pytest.CaptureFixture) -> None:
-    ann_file, img_dir = generate_crowded(tmp_path, num_images=2, height=200, width=300, min_instances=20, max_instances=30, radius=(3.0, 5.0))
+    ann_file, img_dir = generate_crowded(
+        tmp_path, num_images=2, height=200, width=300, min_instances=20, max_instances=30, radius=(3.0, 5.0)
+    )
     split = SplitSpec(str(ann_file), str(img_dir))
     module = DetectionDataModule(train=split, val=split, num_workers=0, train_min_size=[160], max_size=160)
     module.setup("fit")
@@ -53,13 +55,26 @@ def test_apply_sets_the_model_and_the_workers_resize(tmp_path, capsys: pytest.Ca
             "data": {
                 "train_min_size": "${model.min_size}",
                 "max_size": "${model.max_size}",
-                "auto_input_size": {"small_object_px": 10, "small_object_quantile": 0.1, "min_short_side": 128, "max_short_side": 512},
+                "auto_input_size": {
+                    "small_object_px": 10,
+                    "small_object_quantile": 0.1,
+                    "min_short_side": 128,
+                    "max_short_side": 512,
+                },
             },
         }
     )
     choice = apply_auto_input_size(cfg, module)
-    assert choice is not None and list(cfg.model.min_size) == [choice.min_size] and cfg.model.max_size == choice.max_size
-    assert choice.min_size > 160 and module.train_min_size == [choice.min_size] and module.max_size == choice.max_size
+    assert (
+        choice is not None
+        and list(cfg.model.min_size) == [choice.min_size]
+        and cfg.model.max_size == choice.max_size
+    )
+    assert (
+        choice.min_size > 160
+        and module.train_min_size == [choice.min_size]
+        and module.max_size == choice.max_size
+    )
     image, target = module.train_dataset[0]
     assert min(image.shape[-2:]) == choice.min_size and target["masks"].shape[-2:] == image.shape[-2:]
     assert "input size from the data" in capsys.readouterr().out

@@ -41,7 +41,9 @@ def _sample(height: int = 30, width: int = 50, encoded: bool = False):
     else:
         mask_value = tv_tensors.Mask(masks)
     target = {
-        "boxes": tv_tensors.BoundingBoxes(torch.tensor(RECTS, dtype=torch.float32), format="XYXY", canvas_size=(height, width)),
+        "boxes": tv_tensors.BoundingBoxes(
+            torch.tensor(RECTS, dtype=torch.float32), format="XYXY", canvas_size=(height, width)
+        ),
         "labels": torch.tensor([1, 2, 3]),
         "masks": mask_value,
         "image_id": torch.tensor(7),
@@ -54,7 +56,12 @@ def test_input_size_follows_torchvision_rule() -> None:
     assert resize_scale(30, 50, 60, 80) == pytest.approx(80 / 50)  # long side cap wins
     assert input_size(30, 50, 23, 1000) == (23, 38)
     assert input_size(700, 1100, 160, 160) == (101, 160)
-    for height, width, min_size, max_size in [(30, 50, 23, 1000), (700, 1100, 160, 160), (479, 640, 800, 1333), (333, 999, 512, 700)]:
+    for height, width, min_size, max_size in [
+        (30, 50, 23, 1000),
+        (700, 1100, 160, 160),
+        (479, 640, 800, 1333),
+        (333, 999, 512, 700),
+    ]:
         resized = F.interpolate(
             torch.zeros(1, 1, height, width),
             scale_factor=resize_scale(height, width, min_size, max_size),
@@ -65,14 +72,21 @@ def test_input_size_follows_torchvision_rule() -> None:
 
 @pytest.mark.parametrize("encoded", [False, True])
 @pytest.mark.parametrize(("min_size", "max_size"), [(60, 1000), (23, 1000), (41, 45), (7, 1000)])
-def test_resize_to_input_matches_the_models_resize_exactly(encoded: bool, min_size: int, max_size: int) -> None:
+def test_resize_to_input_matches_the_models_resize_exactly(
+    encoded: bool, min_size: int, max_size: int
+) -> None:
     image, target = _sample(encoded=encoded)
     out_image, out = ResizeToInput([min_size], max_size)(image, target)
     reference = MaskScoringTransform([min_size], max_size, MEAN, STD).train()
     full_masks = _sample()[1]["masks"].as_subclass(torch.Tensor)
-    ref_image, ref = reference.resize(image.as_subclass(torch.Tensor), {"boxes": target["boxes"].as_subclass(torch.Tensor), "masks": full_masks})
+    ref_image, ref = reference.resize(
+        image.as_subclass(torch.Tensor),
+        {"boxes": target["boxes"].as_subclass(torch.Tensor), "masks": full_masks},
+    )
     assert isinstance(out_image, tv_tensors.Image) and isinstance(out["masks"], tv_tensors.Mask)
-    assert isinstance(out["boxes"], tv_tensors.BoundingBoxes) and out["boxes"].canvas_size == tuple(out_image.shape[-2:])
+    assert isinstance(out["boxes"], tv_tensors.BoundingBoxes) and out["boxes"].canvas_size == tuple(
+        out_image.shape[-2:]
+    )
     assert torch.equal(out_image, ref_image)
     assert torch.equal(out["boxes"], ref["boxes"])
     assert torch.equal(out["masks"], ref["masks"]) and out["masks"].dtype == torch.uint8
@@ -90,14 +104,25 @@ def test_integer_scale_keeps_exact_extents() -> None:
 def test_the_model_leaves_marked_targets_alone() -> None:
     image, target = _sample()
     model_transform = MaskScoringTransform([60], 1000, MEAN, STD).train()
-    plain = {"boxes": target["boxes"].as_subclass(torch.Tensor), "masks": target["masks"].as_subclass(torch.Tensor)}
+    plain = {
+        "boxes": target["boxes"].as_subclass(torch.Tensor),
+        "masks": target["masks"].as_subclass(torch.Tensor),
+    }
     marked = {**plain, "at_input_size": torch.tensor(True)}
     kept_image, kept = model_transform.resize(image.as_subclass(torch.Tensor), dict(marked))
-    assert kept_image.shape == image.shape and kept["masks"] is plain["masks"] and kept["boxes"] is plain["boxes"]
+    assert (
+        kept_image.shape == image.shape
+        and kept["masks"] is plain["masks"]
+        and kept["boxes"] is plain["boxes"]
+    )
     resized_image, _ = model_transform.resize(image.as_subclass(torch.Tensor), dict(plain))
     assert resized_image.shape == (3, 60, 100)
     # evaluation always resizes (images come at their original size)
-    assert model_transform.eval().resize(image.as_subclass(torch.Tensor), dict(marked))[0].shape == (3, 60, 100)
+    assert model_transform.eval().resize(image.as_subclass(torch.Tensor), dict(marked))[0].shape == (
+        3,
+        60,
+        100,
+    )
 
 
 def test_flip_keeps_boxes_and_masks_consistent() -> None:

@@ -106,7 +106,14 @@ def test_log_media_logs_wandb_images_tables_and_plots():
     # the detections table, which the Figure 2 and 5 scatter plots are drawn from
     table = logged["val/detections"]
     assert isinstance(table, wandb.Table)
-    assert table.columns == ["image_id", "class", "class_score", "predicted_maskiou", "gt_maskiou", "mask_score"]
+    assert table.columns == [
+        "image_id",
+        "class",
+        "class_score",
+        "predicted_maskiou",
+        "gt_maskiou",
+        "mask_score",
+    ]
     rows = {row[1] + str(row[2]): row for row in table.data}
     assert rows["cat0.9"] == [4, "cat", 0.9, 0.9, 1.0, 0.81]  # the GT instance is detection 0's mask
     assert rows["dog0.8"][4] == 0.0 and rows["cat0.3"][4] == 0.0  # no GT of their class / no overlap
@@ -116,7 +123,9 @@ def test_log_media_logs_wandb_images_tables_and_plots():
     assert logged["val/fig2_mask_score_vs_maskiou"].spec.fields == {"x": "gt_maskiou", "y": "mask_score"}
 
     ap_table = logged["val/ap_table"]
-    assert ap_table.columns == ["ranking", "AP", "AP50", "AP75", "APs", "APm", "APl"] and len(ap_table.data) == 4
+    assert (
+        ap_table.columns == ["ranking", "AP", "AP50", "AP75", "APs", "APm", "APl"] and len(ap_table.data) == 4
+    )
     assert logged["val/per_class_AP"].data == [["cat", 50.0], ["dog", None]]
     summary = logger.experiment.summary
     assert summary["val/segm_AP"] == 50.0 and summary["val/segm_cls_AP"] == 48.5
@@ -162,7 +171,12 @@ def test_training_with_the_wandb_logger_writes_the_media(tmp_path_factory, shape
     assert per_class["columns"] == ["class", "segm_AP"] and len(per_class["data"]) == 6  # the 6 shapes
     detections = json.loads(next((media / "table" / "val").glob("detections_*.table.json")).read_text())
     assert detections["columns"] == [
-        "image_id", "class", "class_score", "predicted_maskiou", "gt_maskiou", "mask_score"
+        "image_id",
+        "class",
+        "class_score",
+        "predicted_maskiou",
+        "gt_maskiou",
+        "mask_score",
     ]
     run = read_offline_run(run_dir)
     results = json.loads((out / "results.json").read_text())

@@ -60,7 +60,9 @@ def test_a_two_job_sweep_with_the_default_logger_makes_one_run_per_job(sweep):
         config = run.config
         assert config["head"]["input"] == head_input and config["experiment_name"] == "demo"
         assert config["trainer"]["max_steps"] == 2 and config["model"]["min_size"] == [64]
-        assert config["num_classes"] == 7 and "config" not in config  # the module's hparams merged, not nested
+        assert (
+            config["num_classes"] == 7 and "config" not in config
+        )  # the module's hparams merged, not nested
         assert config["job"]["num"] == num and config["job"]["sweep_dir"] == str(out)
         assert f"head.input={head_input}" in config["job"]["overrides"]
 
@@ -121,7 +123,9 @@ def test_a_failing_job_finishes_its_run_and_the_next_job_gets_its_own(tmp_path, 
     assert wandb.run is None
     assert job(cfg, 1, False) == 1
     assert wandb.run is None
-    failed, ok = (read_offline_run(next((tmp_path / f"job{n}" / "wandb").glob("offline-run-*"))) for n in (0, 1))
+    failed, ok = (
+        read_offline_run(next((tmp_path / f"job{n}" / "wandb").glob("offline-run-*"))) for n in (0, 1)
+    )
     assert (failed.exit_code, ok.exit_code) == (1, 0)
     assert failed.id != ok.id and (failed.config["num"], ok.config["num"]) == (0, 1)
     assert (failed.summary["val/segm_AP"], ok.summary["val/segm_AP"]) == (10.0, 11.0)
@@ -136,9 +140,10 @@ def test_log_model_logs_the_checkpoints_as_an_artifact(tmp_path, wandb_env):
 
     @wandb_job
     def job(cfg):
-        make_wandb_logger(
+        logger = make_wandb_logger(
             run_dir, project="t", name="r", group=None, tags=[], mode="offline", config={}
-        ).experiment
+        )
+        assert logger.experiment is not None  # starts the run that log_model adds to
 
     job(OmegaConf.create({"logger": {"log_model": True}, "paths": {"output_dir": str(run_dir)}}))
     (run,) = offline_runs(run_dir)
@@ -157,7 +162,9 @@ def test_log_model_logs_the_checkpoints_as_an_artifact(tmp_path, wandb_env):
 )
 def test_eval_refuses_wandb_keys_it_cannot_use(overrides, message, tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("evaluate", overrides=["ckpt_path=/no/such.ckpt", f"paths.output_dir={tmp_path}", *overrides])
+        cfg = compose(
+            "evaluate", overrides=["ckpt_path=/no/such.ckpt", f"paths.output_dir={tmp_path}", *overrides]
+        )
     with pytest.raises(ConfigError, match=re.escape(message)):
         evaluate(cfg)  # before the checkpoint is read
 
@@ -175,7 +182,12 @@ def test_eval_logs_to_a_run_of_its_own_or_into_the_training_run(sweep, shapes_di
     results = json.loads((own_dir / "results.json").read_text())
     assert own.id != trained.id and own.job_type == "eval" and own.name == "eval demo"
     assert own.config["head"]["input"] == "concat" and own.config["backbone"]["fpn_channels"] == 32
-    assert own.config["evaluation"] == {"ckpt_path": str(ckpt), "split": "val", "max_dets": 100, "soft_nms": None}
+    assert own.config["evaluation"] == {
+        "ckpt_path": str(ckpt),
+        "split": "val",
+        "max_dets": 100,
+        "soft_nms": None,
+    }
     assert own.summary["val/segm_AP"] == pytest.approx(results["segm"]["AP"])
     assert own.summary["val/segm_AP"] == pytest.approx(trained.summary["val/segm_AP"])  # the same model
     assert own.summary["val/detections"]["_type"] == "table-file"

@@ -324,7 +324,13 @@ def read_offline_run(run_dir: str | os.PathLike) -> OfflineRun:
             entries = [e.path for e in a.manifest.contents]
             metadata = json.loads(a.metadata) if a.metadata else {}
             artifacts.append(
-                {"name": a.name, "type": a.type, "aliases": list(a.aliases), "files": entries, "metadata": metadata}
+                {
+                    "name": a.name,
+                    "type": a.type,
+                    "aliases": list(a.aliases),
+                    "files": entries,
+                    "metadata": metadata,
+                }
             )
     config.pop("_wandb", None)
     if not info:

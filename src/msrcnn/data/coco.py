@@ -497,7 +497,9 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
         ).reshape(-1, 2)
         boxes = np.array([ann["bbox"] for record in kept for ann in record["annotations"]], dtype=np.float64)
         boxes = boxes.reshape(-1, 4)
-        self._object_sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).astype(np.float32)
+        self._object_sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).astype(
+            np.float32
+        )
         self._records = _PackedRecords(kept)
         _log_stats(self.name, source, self.stats, drop_empty)
 

@@ -55,7 +55,9 @@ def generate_crowded(
     for image_index in range(num_images):
         image_id = image_index + 1
         count = int(rng.integers(min_instances, max_instances + 1))
-        centres = rng.uniform((radius[1], radius[1]), (width - radius[1], height - radius[1]), size=(count, 2))
+        centres = rng.uniform(
+            (radius[1], radius[1]), (width - radius[1], height - radius[1]), size=(count, 2)
+        )
         polygons = [
             _blob_polygon(rng, float(cx), float(cy), float(rng.uniform(*radius))) for cx, cy in centres
         ]

@@ -81,7 +81,9 @@ def choose_input_size(
     if not 0 < min_short_side <= max_short_side:
         raise ValueError(f"need 0 < min_short_side <= max_short_side, got {min_short_side}, {max_short_side}")
     if small_object_px <= 0 or size_divisor <= 0:
-        raise ValueError(f"small_object_px and size_divisor must be positive, got {small_object_px}, {size_divisor}")
+        raise ValueError(
+            f"small_object_px and size_divisor must be positive, got {small_object_px}, {size_divisor}"
+        )
     short = sizes.min(axis=1)
     long = sizes.max(axis=1)
     median_short = float(np.median(short))
@@ -95,7 +97,9 @@ def choose_input_size(
     median_long = float(np.median(long))
     scale = min(short_side / median_short, max_size / median_long)
     percentiles = (
-        {p: float(v) for p, v in zip(_PERCENTILES, np.percentile(objects, _PERCENTILES))} if objects.size else {}
+        {p: float(v) for p, v in zip(_PERCENTILES, np.percentile(objects, _PERCENTILES))}
+        if objects.size
+        else {}
     )
     return InputSizeChoice(
         min_size=short_side,

@@ -74,14 +74,18 @@ class ResizeToInput(v2.Transform):
         super().__init__()
         sizes = [int(size) for size in min_sizes]
         if not sizes or any(size <= 0 for size in sizes) or int(max_size) <= 0:
-            raise ValueError(f"min_sizes must be non-empty and positive and max_size positive, got {min_sizes}, {max_size}")
+            raise ValueError(
+                f"min_sizes must be non-empty and positive and max_size positive, got {min_sizes}, {max_size}"
+            )
         self.min_sizes = sizes
         self.max_size = int(max_size)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         images = [inpt for inpt in flat_inputs if isinstance(inpt, tv_tensors.Image)]
         if len(images) != 1:
-            raise TypeError(f"ResizeToInput needs exactly one tv_tensors.Image in the sample, got {len(images)}")
+            raise TypeError(
+                f"ResizeToInput needs exactly one tv_tensors.Image in the sample, got {len(images)}"
+            )
         height, width = images[0].shape[-2:]
         choice = int(torch.randint(len(self.min_sizes), ()).item()) if len(self.min_sizes) > 1 else 0
         return {

@@ -73,7 +73,9 @@ class MaskScoringTransform(GeneralizedRCNNTransform):
             mask_output=mask_output,
         )
 
-    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor] | None]:
+    def resize(
+        self, image: Tensor, target: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor] | None]:
         """torchvision's resize, except for training targets marked ``at_input_size``: kept as they are."""
         if self.training and target is not None and _at_input_size(target):
             return image, target
