@@ -166,7 +166,7 @@ def test_training_with_the_wandb_logger_writes_the_media(tmp_path_factory, shape
     ):
         assert any(n.startswith(prefix) and n.endswith(suffix) for n in names), (prefix, names)
     assert len(list((media / "images" / "val").glob("predictions_*.png"))) == 4  # logger.log_images
-    assert list((media / "images" / "mask").glob("*.png"))  # the predicted masks' overlays
+    assert list((media / "images" / "mask").rglob("*.png"))  # the predicted masks' overlays (under val/)
     per_class = json.loads(next((media / "table" / "val").glob("per_class_AP_*.table.json")).read_text())
     assert per_class["columns"] == ["class", "segm_AP"] and len(per_class["data"]) == 6  # the 6 shapes
     detections = json.loads(next((media / "table" / "val").glob("detections_*.table.json")).read_text())
