@@ -75,7 +75,12 @@ def test_resume_continues_from_the_checkpoint(trained_run, tmp_path, shapes_dir)
         f"paths.data_dir={shapes_dir}",
         f"hydra.run.dir={tmp_path}",
     )
-    assert json.loads((tmp_path / "results.json").read_text())["global_step"] == 3
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["global_step"] == 3
+    # the LR steps follow the resumed run's length (3 steps: 14/18 and 17/18 of it), not the
+    # 2-step schedule restored from the checkpoint ([2, 2])
+    assert results["training"]["lr_milestones"] == [2, 3]
+    assert results["training"]["stop_reason"] == "completed the planned 3 steps"
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 3
 

@@ -48,14 +48,13 @@ def training_summary(trainer: L.Trainer, module: MaskScoringModule) -> dict[str,
     out: dict[str, Any] = {
         "steps_run": steps,
         "steps_planned": planned,
-        "steps_configured": (budget.initial_steps if budget is not None else None) or planned,
+        "steps_configured": planned,
         "epochs_run": int(trainer.current_epoch),
         "lr_milestones": list(schedule.milestones) if schedule is not None else None,
         "final_lr_factor": schedule(max(steps - 1, 0)) if schedule is not None else None,
     }
     if budget is not None:
-        out["time_budget_seconds"] = budget.seconds
-        out["replanned"] = budget.replans
+        out.update(budget.summary())
     if trainer.interrupted:
         reason = f"interrupted at step {steps}"
     elif planned is not None and steps >= planned:

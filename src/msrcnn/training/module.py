@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import Any, Protocol
 
 import lightning as L
@@ -110,6 +111,12 @@ class MaskScoringModule(L.LightningModule):
         add-on mode's frozen normalisation statistics here (new modules start in training mode)."""
         if self.train_only == "maskiou":
             self.train()
+        # A resumed run restores its LR schedule from the checkpoint, planned for that run's length;
+        # the LR steps follow the length of this run (after any TimeBudget re-plan, which runs first).
+        length = self.trainer.max_steps
+        length = length if length and length > 0 else self.trainer.estimated_stepping_batches
+        if self.schedule is not None and math.isfinite(length) and self.schedule.total_steps != int(length):
+            self.schedule.replan(int(length))
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         """Seeds torch's generators from (seed, rank, step, batch): the random draws of a training step
