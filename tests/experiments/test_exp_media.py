@@ -27,6 +27,10 @@ class FakeLogger:
         self.steps.append(step)
 
 
+# the detections table that the Figure 2 and 5 scatter plots are drawn from
+DETECTION_COLUMNS = ["image_id", "class", "class_score", "predicted_maskiou", "gt_maskiou", "mask_score"]
+
+
 def ground_truth(rec):
     return load_coco_gt(
         {
@@ -106,14 +110,7 @@ def test_log_media_logs_wandb_images_tables_and_plots():
     # the detections table, which the Figure 2 and 5 scatter plots are drawn from
     table = logged["val/detections"]
     assert isinstance(table, wandb.Table)
-    assert table.columns == [
-        "image_id",
-        "class",
-        "class_score",
-        "predicted_maskiou",
-        "gt_maskiou",
-        "mask_score",
-    ]
+    assert table.columns == DETECTION_COLUMNS
     rows = {row[1] + str(row[2]): row for row in table.data}
     assert rows["cat0.9"] == [4, "cat", 0.9, 0.9, 1.0, 0.81]  # the GT instance is detection 0's mask
     assert rows["dog0.8"][4] == 0.0 and rows["cat0.3"][4] == 0.0  # no GT of their class / no overlap
@@ -170,14 +167,7 @@ def test_training_with_the_wandb_logger_writes_the_media(tmp_path_factory, shape
     per_class = json.loads(next((media / "table" / "val").glob("per_class_AP_*.table.json")).read_text())
     assert per_class["columns"] == ["class", "segm_AP"] and len(per_class["data"]) == 6  # the 6 shapes
     detections = json.loads(next((media / "table" / "val").glob("detections_*.table.json")).read_text())
-    assert detections["columns"] == [
-        "image_id",
-        "class",
-        "class_score",
-        "predicted_maskiou",
-        "gt_maskiou",
-        "mask_score",
-    ]
+    assert detections["columns"] == DETECTION_COLUMNS
     run = read_offline_run(run_dir)
     results = json.loads((out / "results.json").read_text())
     assert "segm_per_class" in results

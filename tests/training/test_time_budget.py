@@ -131,3 +131,32 @@ def test_an_epoch_based_run_is_planned_in_steps():
     trainer.estimated_stepping_batches = float("inf")
     with pytest.raises(ValueError, match="max_epochs"):
         TimeBudget(100.0).on_train_start(trainer, SimpleNamespace(schedule=None))
+
+
+def test_ddp_ranks_replan_together(monkeypatch):
+    """A rank that fits its budget still takes part in the reduction and adopts the slowest plan
+    (a rank skipping the collective while another waits in it would hang the job)."""
+    import torch
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(callbacks_module.time, "perf_counter", lambda: clock["now"])
+    calls = []
+
+    def reduce(tensor, reduce_op):  # the other rank is slow: it fits 300 steps and plans 290
+        calls.append(reduce_op)
+        return torch.minimum(tensor, torch.tensor([300.0, 290.0]))
+
+    trainer = FakeTrainer(
+        global_step=0,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(max_steps=1000)),
+        world_size=2,
+        is_global_zero=True,
+        strategy=SimpleNamespace(reduce=reduce),
+    )
+    cb = TimeBudget(1000.0, calibrate_steps=20, check_every_n_steps=10)
+    cb.on_train_start(trainer, SimpleNamespace(schedule=None))
+    for _ in range(30):  # this rank: 0.1 s/step, far inside its budget
+        clock["now"] += 0.1
+        trainer.global_step += 1
+        cb.on_train_batch_end(trainer, None, None, None, 0)
+    assert calls == ["min"] and trainer.max_steps == 290 and cb.replans[0]["to"] == 290

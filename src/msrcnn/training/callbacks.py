@@ -100,12 +100,14 @@ class TimeBudget(L.Callback):
             return
         per_step = (now - self._ref[1]) / (step - self._ref[0])
         left = self.seconds - self._elapsed_before - (now - self._start)
-        if step + int(max(0.0, left) / per_step) >= trainer.max_steps:
-            return
+        fits = step + int(max(0.0, left) / per_step)
         # plan 2% short of the budget, so that small drifts of the speed do not re-plan again
         new_total = max(step + 1, step + int(0.98 * max(0.0, left) / per_step))
-        if trainer.world_size > 1:  # every rank must agree on where to stop
-            new_total = int(trainer.strategy.reduce(torch.tensor(float(new_total)), reduce_op="min").item())
+        if trainer.world_size > 1:  # every rank decides together (check steps are the same on all ranks)
+            both = trainer.strategy.reduce(torch.tensor([float(fits), float(new_total)]), reduce_op="min")
+            fits, new_total = (int(v) for v in both.tolist())
+        if fits >= trainer.max_steps:
+            return
         old = trainer.max_steps
         trainer.fit_loop.epoch_loop.max_steps = new_total  # what trainer.max_steps reads
         milestones = None
