@@ -97,15 +97,17 @@ def test_losing_a_generation_race_keeps_the_winner(tmp_path: Path, monkeypatch: 
     assert [p.name for p in (tmp_path / "race").iterdir()] == [final.name]
 
 
-def test_all_size_buckets_and_some_empty_images(shapes_dir: Path) -> None:
-    data = _coco(shapes_dir)
+def test_all_size_buckets_and_some_empty_images(tmp_path: Path) -> None:
+    # 100 images at the default parameters: large objects are a few percent of the instances (they
+    # are the ones most often occluded by the later, denser objects), too few for the 24-image fixture
+    data = _coco(generate_shapes(tmp_path, num_train=100, num_val=4, image_size=160, seed=0))
     areas = np.array([ann["area"] for ann in data["annotations"]])
     assert (areas < 32**2).sum() > 0
     assert ((areas >= 32**2) & (areas < 96**2)).sum() > 0
     assert (areas >= 96**2).sum() > 0
     annotated = {ann["image_id"] for ann in data["annotations"]}
     empty_images = len(data["images"]) - len(annotated)
-    assert empty_images in (1, 2, 3)
+    assert 5 <= empty_images <= 8  # 5% chosen empty, plus any whose objects all failed placement
 
 
 def test_both_polygons_and_rle_are_written(shapes_dir: Path) -> None:
@@ -179,7 +181,11 @@ def test_each_class_has_its_own_hue(tmp_path: Path) -> None:
         mask = mask_utils.decode(coco.annToRLE(ann)).astype(bool)
         r, g, b = image[mask].mean(axis=0) / 255.0
         hues.setdefault(ann["category_id"], []).append(colorsys.rgb_to_hsv(r, g, b)[0])
-    medians = {cat: float(np.median(h)) for cat, h in hues.items()}
+    def circular_mean(h: list[float]) -> float:  # hue is an angle: the red family straddles 0 / 1
+        angles = 2.0 * np.pi * np.asarray(h)
+        return float(np.arctan2(np.sin(angles).mean(), np.cos(angles).mean()) / (2.0 * np.pi)) % 1.0
+
+    medians = {cat: circular_mean(h) for cat, h in hues.items()}
     assert len(medians) >= 5
     ordered = sorted(medians.values())
     gaps = np.diff(ordered + [ordered[0] + 1.0])

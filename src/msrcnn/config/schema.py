@@ -163,7 +163,7 @@ class ShapesConfig:
     num_val: int = 200
     image_size: int = 160
     seed: int = 0
-    max_objects: int = 6
+    max_objects: int = 9
     empty_fraction: float = 0.05
 
 

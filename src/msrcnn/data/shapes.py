@@ -413,7 +413,7 @@ def generate_shapes(
     num_val: int = 200,
     image_size: int = 160,
     seed: int = 0,
-    max_objects: int = 6,
+    max_objects: int = 9,
     empty_fraction: float = 0.05,
 ) -> Path:
     """Generate (once) the shapes dataset for these parameters under ``out_root`` and return its folder.
