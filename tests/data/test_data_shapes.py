@@ -181,6 +181,7 @@ def test_each_class_has_its_own_hue(tmp_path: Path) -> None:
         mask = mask_utils.decode(coco.annToRLE(ann)).astype(bool)
         r, g, b = image[mask].mean(axis=0) / 255.0
         hues.setdefault(ann["category_id"], []).append(colorsys.rgb_to_hsv(r, g, b)[0])
+
     def circular_mean(h: list[float]) -> float:  # hue is an angle: the red family straddles 0 / 1
         angles = 2.0 * np.pi * np.asarray(h)
         return float(np.arctan2(np.sin(angles).mean(), np.cos(angles).mean()) / (2.0 * np.pi)) % 1.0
@@ -190,3 +191,32 @@ def test_each_class_has_its_own_hue(tmp_path: Path) -> None:
     ordered = sorted(medians.values())
     gaps = np.diff(ordered + [ordered[0] + 1.0])
     assert gaps.min() > 0.08  # distinct hue families (1/6 of the circle apart by design)
+
+
+def test_count_components_is_8_connected() -> None:
+    mask = np.zeros((12, 12), dtype=bool)
+    assert shapes_module._num_components(mask) == 0
+    mask[1:4, 1:9] = True  # a bar
+    mask[6:8, 2:9] = True  # a second bar, apart
+    assert shapes_module._num_components(mask) == 2
+    mask[4, 8] = mask[5, 7] = True  # joined through a diagonal step
+    assert shapes_module._num_components(mask) == 1
+    mask[5, 7] = False
+    assert shapes_module._num_components(mask) == 2
+    yy, xx = np.mgrid[:40, :40]
+    ring = (np.hypot(yy - 20, xx - 20) < 16) & (np.hypot(yy - 20, xx - 20) > 9)
+    assert shapes_module._num_components(ring) == 1
+    ring[:, 19:22] = False  # cut across: two arcs
+    assert shapes_module._num_components(ring) == 2
+
+
+def test_every_instance_is_one_piece(shapes_dir: Path) -> None:
+    """Occluders and the image border never cut an object in pieces: each piece would be a detection of
+    its own whose mask covers only part of the object, a box that no RoI head trains on."""
+    coco = COCO(str(shapes_dir / "annotations" / "instances_train.json"))
+    pieces = [
+        shapes_module._num_components(mask_utils.decode(coco.annToRLE(ann)).astype(bool))
+        for ann in coco.dataset["annotations"]
+    ]
+    assert len(pieces) > 50
+    assert pieces == [1] * len(pieces)

@@ -4,10 +4,10 @@ It is the project's embedded default dataset (the CPU demo trains on it in minut
 mask quality varies independently of how confident the classifier is, which is what Mask Scoring
 R-CNN exploits: each class has its own hue family and shape, so a trained classifier is sure of the
 class, while the masks are hard in ways the class says nothing about: partial occlusion (a later
-object may hide up to half of an earlier one, and the mask is only the visible part), objects cut
-by the image border, thin parts (the "L", star points), holes (the ring), low-contrast and striped
-fills, blur and noise, on muted gradient backgrounds with clutter that is not an object, in all
-three COCO size buckets.
+object may hide up to half of an earlier one, never cutting it in pieces, and the mask is only the
+visible part), objects cut by the image border (each object stays one piece), thin parts (the "L",
+star points), holes (the ring), low-contrast and striped fills, blur and noise, on muted gradient
+backgrounds with clutter that is not an object, in all three COCO size buckets.
 
 Segmentations are polygons for unoccluded hole-free objects that lie inside the image (rasterised with
 pycocotools, so the written polygon decodes to exactly the painted pixels) and compressed RLE
@@ -35,7 +35,7 @@ from pycocotools import mask as mask_utils
 from msrcnn.data.coco import SplitSpec
 from msrcnn.data.errors import LOGGER
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 CATEGORIES: tuple[tuple[int, str], ...] = (
     (1, "ellipse"),
     (2, "rectangle"),
@@ -269,6 +269,45 @@ def _max_occlusion(owner: np.ndarray, new: np.ndarray, num_drawn: int) -> float:
     return float((covered / np.maximum(visible, 1)).max())
 
 
+def _num_components(mask: np.ndarray) -> int:
+    """Number of 8-connected components of a boolean mask (union-find over its row runs)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return 0
+    crop = mask[rows[0] : rows[-1] + 1]
+    padded = np.zeros((crop.shape[0], crop.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = crop
+    edges = np.diff(padded, axis=1)
+    run_rows, starts = np.nonzero(edges == 1)  # row-major, so runs come sorted by row then column
+    ends = np.nonzero(edges == -1)[1]  # exclusive
+    parent = list(range(len(starts)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(run_rows, np.arange(crop.shape[0] + 1))  # runs of row r: first[r]:first[r+1]
+    for r in range(crop.shape[0] - 1):
+        for i in range(first[r], first[r + 1]):
+            for j in range(first[r + 1], first[r + 2]):
+                if starts[i] <= ends[j] and starts[j] <= ends[i]:  # the runs touch, diagonals included
+                    parent[find(i)] = find(j)
+    return len({find(i) for i in range(len(parent))})
+
+
+def _splits_an_object(owner: np.ndarray, new: np.ndarray) -> bool:
+    """Whether ``new`` is in pieces (an "L" or a ring cut by the image border) or painting it would
+    cut an already drawn object's visible part into pieces."""
+    if _num_components(new) > 1:
+        return True
+    for slot in np.unique(owner[new & (owner >= 0)]):
+        if _num_components((owner == slot) & ~new) > 1:
+            return True
+    return False
+
+
 def _encode_rle(mask: np.ndarray) -> dict[str, Any]:
     """Compressed COCO RLE with string counts (JSON-serialisable)."""
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -298,12 +337,15 @@ def render_image(
     drawn: list[tuple[int, UnitShape, np.ndarray]] = []
     for index in order:
         unit = _SHAPES[labels[index]](rng)
-        for _ in range(_PLACEMENT_TRIES):  # partial occlusion: never hide most of an earlier object
+        # partial occlusion: never hide more than half of an earlier object, nor cut it in pieces (the
+        # detector would find each piece as an object of its own, a part that no RoI head trains on)
+        for _ in range(_PLACEMENT_TRIES):
             parts, holes = _place(rng, unit, float(areas[index]), size)
             full = _rasterize(parts, size)
             if holes:
                 full &= ~_rasterize(holes, size)
-            if _max_occlusion(owner, full, len(drawn)) <= _MAX_OCCLUSION:
+            partial = _max_occlusion(owner, full, len(drawn)) <= _MAX_OCCLUSION
+            if partial and not _splits_an_object(owner, full):
                 break
         else:
             continue
