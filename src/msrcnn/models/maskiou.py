@@ -180,21 +180,21 @@ class MaskIoUHead(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
-        input_design: InputDesign = "concat",
+        input: InputDesign = "concat",
         conv_channels: int = 256,
         num_convs: int = 4,
         fc_dim: int = 1024,
         roi_size: int = 14,
     ) -> None:
         super().__init__()
-        _check_choice("input", input_design, INPUT_DESIGNS)
+        _check_choice("input", input, INPUT_DESIGNS)
         if num_convs < 1:
             raise ValueError(f"num_convs={num_convs} must be >= 1")
-        self.input_design = input_design
+        self.input = input
         self.num_classes = num_classes
-        extra = {"concat": 1, "multiply": 0, "concat_all": num_classes, "concat_highres": 1}[input_design]
+        extra = {"concat": 1, "multiply": 0, "concat_all": num_classes, "concat_highres": 1}[input]
         strides = [1] * (num_convs - 1) + [2]
-        if input_design == "concat_highres":
+        if input == "concat_highres":
             strides = [2] + strides
         layers: list[nn.Module] = []
         channels = in_channels + extra
@@ -222,7 +222,7 @@ class MaskIoUHead(nn.Module):
 
     @property
     def needs_highres_features(self) -> bool:
-        return self.input_design == "concat_highres"
+        return self.input == "concat_highres"
 
     def forward(self, features: Tensor, mask_logits: Tensor, labels: Tensor) -> Tensor:
         """Predicted MaskIoU ``[N, C]`` (unclamped) from RoI features and mask logits ``[N, C, M, M]``.
@@ -230,14 +230,14 @@ class MaskIoUHead(nn.Module):
         ``labels`` ``[N]`` picks the target class (GT class in training, predicted class at test).
         """
         probs = mask_logits.sigmoid()
-        if self.input_design == "concat_all":
+        if self.input == "concat_all":
             mask = probs
         else:
             mask = probs[torch.arange(probs.shape[0], device=probs.device), labels][:, None]
-        if self.input_design != "concat_highres":
+        if self.input != "concat_highres":
             mask = F.max_pool2d(mask, kernel_size=2, stride=2)
         mask = mask.to(features.dtype)
-        x = features * mask if self.input_design == "multiply" else torch.cat([features, mask], dim=1)
+        x = features * mask if self.input == "multiply" else torch.cat([features, mask], dim=1)
         x = self.convs(x).flatten(1)
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))
