@@ -215,3 +215,44 @@ def test_config_keys_reach_the_model_under_their_names(tmp_path):
     assert model.rpn.anchor_generator.aspect_ratios[0] == (1.0,)
     plain = build_detector(to_plain(validate(compose_train("experiment=demo", "head=none"))), num_classes=3)
     assert not plain.has_maskiou
+
+
+@pytest.mark.parametrize(
+    "old,now",
+    [("data.seed=1", "seed"), ("data.max_size=100", "max_size"), ("callbacks.log_every_n_steps=5", "")],
+)
+def test_one_name_per_setting_the_merged_keys_are_refused(old, now):
+    with pytest.raises(ConfigError, match=old.split("=")[0]):
+        validate(compose_train(f"+{old}"))
+
+
+def test_the_data_module_reads_the_runs_seed_and_the_models_max_size(tmp_path):
+    from msrcnn.app.builders import build_callbacks, build_datamodule
+    from msrcnn.training.callbacks import StepLogger
+
+    cfg = validate(
+        compose_train("experiment=demo", "seed=5", "model.max_size=200", "model.min_size=[96,128]")
+    )
+    module = build_datamodule(cfg)
+    assert module.seed == 5 and module.max_size == 200 and module.train_min_size == [96, 128]
+    assert any(isinstance(c, StepLogger) for c in build_callbacks(cfg, tmp_path, has_logger=False))
+    cfg.callbacks.step_logger = False
+    assert not any(isinstance(c, StepLogger) for c in build_callbacks(cfg, tmp_path, has_logger=False))
+
+
+def test_the_progress_line_follows_trainer_log_every_n_steps(caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from msrcnn.training.callbacks import StepLogger
+
+    trainer = SimpleNamespace(
+        global_step=0, log_every_n_steps=3, is_global_zero=True, max_steps=9, callback_metrics={}
+    )
+    logger = StepLogger()
+    logger.on_train_start(trainer, None)
+    with caplog.at_level(logging.INFO, logger="msrcnn.training"):
+        for step in range(1, 10):
+            trainer.global_step = step
+            logger.on_train_batch_end(trainer, None, None, None, step)
+    assert [r.getMessage().split()[1] for r in caplog.records] == ["3/9", "6/9", "9/9"]

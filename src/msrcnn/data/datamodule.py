@@ -108,7 +108,7 @@ class DetectionDataModule(L.LightningDataModule):
     """Train/val/test data for instance segmentation with COCO-format annotation files.
 
     Give either explicit splits (``train``/``val``/``test``) or ``synthetic`` (keyword arguments of
-    :func:`generate_shapes`, generated under ``synthetic_root`` and used for train and val). Images and
+    :func:`generate_shapes`, generated under ``root`` and used for train and val). Images and
     targets come out as lists (see :func:`collate`); labels are contiguous ``1..K`` and
     :attr:`category_map` maps them back to the annotation file's ids for evaluation.
 
@@ -127,7 +127,7 @@ class DetectionDataModule(L.LightningDataModule):
         val: SplitSpec | Mapping[str, Any] | None,
         test: SplitSpec | Mapping[str, Any] | None = None,
         synthetic: Mapping[str, Any] | None = None,
-        synthetic_root: str | None = None,
+        root: str | None = None,
         batch_size: int = 2,
         eval_batch_size: int = 2,
         num_workers: int = 2,
@@ -145,7 +145,7 @@ class DetectionDataModule(L.LightningDataModule):
         if synthetic is None and train is None and val is None and test is None:
             raise ValueError("no data: give train/val/test splits or synthetic")
         self.synthetic = dict(synthetic) if synthetic is not None else None
-        self.synthetic_root = Path(synthetic_root) if synthetic_root else default_synthetic_root()
+        self.synthetic_root = Path(root) if root else default_synthetic_root()
         self._specs: dict[str, SplitSpec | None] = {
             "train": _as_split(train),
             "val": _as_split(val),

@@ -18,7 +18,7 @@ import torch
 
 log = logging.getLogger("msrcnn.models")
 
-__all__ = ["CheckpointError", "checkpoint_categories", "model_kwargs", "read_checkpoint"]
+__all__ = ["CheckpointError", "checkpoint_categories", "model_kwargs", "read_checkpoint", "upgrade_config"]
 
 
 class CheckpointError(ValueError):
@@ -75,7 +75,35 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise CheckpointError(f"{path} is not a checkpoint of msrcnn: its config lacks {', '.join(missing)}")
     if not any(k.startswith("model.") for k in ckpt["state_dict"]):
         raise CheckpointError(f"{path} is not a checkpoint of msrcnn: its state_dict has no model.* weights")
+    ckpt["hyper_parameters"]["config"] = upgrade_config(config)
     return ckpt
+
+
+# Keys of older checkpoints' configs that now have one name elsewhere: the key, where its value now comes from.
+MERGED_KEYS = {
+    ("data", "seed"): "seed (one seed per run)",
+    ("data", "max_size"): "model.max_size (the workers resize to the model's input size)",
+    ("callbacks", "log_every_n_steps"): "trainer.log_every_n_steps (callbacks.step_logger switches the line)",
+}
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config of an older checkpoint under today's names (a copy; a current config is returned as is).
+
+    ``data.seed`` and ``data.max_size`` are dropped (the run's ``seed`` and ``model.max_size`` are the
+    single source of each); ``callbacks.log_every_n_steps`` becomes ``callbacks.step_logger``
+    (``true`` unless it was 0), the line's cadence being ``trainer.log_every_n_steps``.
+    """
+    old = [(group, key) for group, key in MERGED_KEYS if key in (config.get(group) or {})]
+    if not old:
+        return config
+    config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for group, key in old:
+        value = config[group].pop(key)
+        if (group, key) == ("callbacks", "log_every_n_steps"):
+            config[group].setdefault("step_logger", bool(value))
+        log.debug("checkpoint config: %s.%s=%s is now %s", group, key, value, MERGED_KEYS[group, key])
+    return config
 
 
 def model_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
