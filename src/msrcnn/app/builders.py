@@ -232,6 +232,9 @@ def _check_not_relaunched_in_local_sweep(trainer: L.Trainer) -> None:
     inside a local multirun every rank would run the whole sweep. Refused before any work."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    # Private in Lightning (its launchers are all underscore classes, with no public way to ask whether a
+    # launcher re-runs the command line); this one is the launcher that does.
     from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:

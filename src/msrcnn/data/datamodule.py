@@ -84,6 +84,9 @@ class _ResumableLoader(DataLoader):
         super().__init__(*args, **kwargs)
         self._index_batches = index_batches
 
+    # Private in torch, and kept: DataLoader has no public hook for iterating batches other than its
+    # batch_sampler's while len() and Lightning's set_epoch still see the plain one (torchdata's
+    # StatefulDataLoader would be the public route; it is not a dependency). Tested by the exact-resume tests.
     @property
     def _index_sampler(self) -> ResumableBatches:
         return self._index_batches
@@ -298,6 +301,7 @@ class DetectionDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size <= 1:
             return 1, 0
+        # Private in Lightning, and kept: the Trainer's use_distributed_sampler argument has no public attribute.
         connector = getattr(trainer, "_accelerator_connector", None)
         if getattr(connector, "use_distributed_sampler", False):
             raise RuntimeError(
