@@ -69,7 +69,7 @@ def test_tau_filters_samples(batch):
 
 
 def test_tau_zero_leaves_out_zero_targets(batch):
-    # SPEC §3: the head trains on targets strictly above tau. Empty predicted masks (all logits
+    # Paper Table 6: the head trains on targets strictly above tau. Empty predicted masks (all logits
     # negative) have target 0 everywhere, so at tau = 0 nothing is regressed; with ">=" every
     # positive RoI would be pulled towards 0 and the loss would be positive.
     model = small_model(head={"tau": 0.0}).train()

@@ -1,4 +1,4 @@
-"""The MaskIoU branch of Mask Scoring R-CNN: training targets, loss and head (SPEC §2–4).
+"""The MaskIoU branch of Mask Scoring R-CNN: training targets, loss and head (paper Sec. 3.2).
 
 Small pure functions over tensors, composed by :class:`msrcnn.models.roi_heads.MaskScoringRoIHeads`.
 Everything here is vectorised over RoIs; the only Python loops run over images.
@@ -58,7 +58,7 @@ def crop_masks(gt_masks: Tensor, boxes: Tensor, idx: Tensor, size: int) -> Tenso
 
 
 def mask_iou_targets_matched(mask_logits: Tensor, proposals: Tensor, gt_masks: Tensor, idx: Tensor) -> Tensor:
-    """MaskIoU targets (SPEC §3) where RoI ``n`` is matched to the GT mask ``gt_masks[idx[n]]``.
+    """MaskIoU targets (paper Sec. 3.2, with the reference code's area ratio) where RoI ``n`` is matched to the GT mask ``gt_masks[idx[n]]``.
 
     Args:
         mask_logits: ``[N, M, M]`` predicted mask logits of the target class.
@@ -88,7 +88,7 @@ def mask_iou_targets_matched(mask_logits: Tensor, proposals: Tensor, gt_masks: T
 
 
 def mask_iou_targets(mask_logits: Tensor, proposals: Tensor, gt_masks: Tensor) -> Tensor:
-    """MaskIoU training targets, exactly SPEC §3.
+    """MaskIoU training targets (paper Sec. 3.2): the IoU of the binarised predicted mask with the whole GT instance.
 
     Args:
         mask_logits: ``[N, M, M]`` logits of the target class for each RoI.
@@ -110,7 +110,7 @@ def present_class_targets(
     gt_masks: Tensor,
     matched_idxs: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """MaskIoU targets for every class present in each RoI (SPEC §3, Table 5 variants 2 and 3).
+    """MaskIoU targets for every class present in each RoI (paper Sec. 4.3, Table 5 variants 2 and 3).
 
     A class is *present* in a RoI when a GT instance of that class overlaps the RoI (box IoU > 0).
     For the matched GT class the instance is the matched one; for other present classes it is
@@ -155,7 +155,7 @@ def maskiou_loss(
     num_samples: int | Tensor,
     loss_weight: float = 1.0,
 ) -> Tensor:
-    """``loss_weight * sum(weights * 0.5 * (pred - target)^2) / num_samples`` (SPEC §4).
+    """``loss_weight * sum(weights * 0.5 * (pred - target)^2) / num_samples`` (the L2 loss of paper Sec. 3.2).
 
     ``pred``, ``targets`` and ``weights`` are ``[N, C]``; ``weights`` selects the regressed outputs
     (one per sample for ``target_class``). Normalised by the number of training samples, so the
@@ -169,7 +169,7 @@ def maskiou_loss(
 
 
 class MaskIoUHead(nn.Module):
-    """Regresses the IoU of a predicted mask with its GT instance, one output per class (SPEC §2).
+    """Regresses the IoU of a predicted mask with its GT instance, one output per class (paper Sec. 3.2).
 
     Input designs (paper Table 4): ``concat`` (RoI feature ++ max-pooled target-class mask),
     ``multiply`` (feature * pooled mask), ``concat_all`` (feature ++ pooled masks of all classes),

@@ -32,7 +32,7 @@ from msrcnn.ops import SOFT_NMS_METHODS, batched_soft_nms
 
 @dataclass(frozen=True)
 class SoftNMSConfig:
-    """Soft-NMS settings (SPEC §5); ``enabled=False`` keeps torchvision's hard NMS."""
+    """Soft-NMS settings (the paper's test setting, paper Sec. 4.1; the config group ``model.soft_nms``); ``enabled=False`` keeps torchvision's hard NMS."""
 
     enabled: bool = False
     method: str = "linear"
@@ -46,7 +46,7 @@ class SoftNMSConfig:
 
 @dataclass(frozen=True)
 class MaskIoUConfig:
-    """The MaskIoU head and its training (the config group ``head``, one field per key; paper Sec. 3.2-3.3).
+    """The MaskIoU head and its training (the config group ``head``, one field per key; paper Sec. 3.2).
 
     ``input`` (paper Table 4), ``conv_channels``, ``num_convs`` and ``fc_dim`` build the
     :class:`~msrcnn.models.maskiou.MaskIoUHead`; ``target`` (Table 5), ``tau`` (Table 6, strictly
@@ -238,7 +238,7 @@ class MaskScoringRoIHeads(RoIHeads):
     def _maskiou_loss(
         self, features, roi_features, mask_logits, proposals, image_shapes, targets, matched_idxs
     ):
-        """MaskIoU targets for the positive RoIs, the tau filter and the L2 loss (SPEC §3–4)."""
+        """MaskIoU targets for the positive RoIs, the tau filter and the L2 loss (paper Sec. 3.2; tau: Table 6)."""
         cfg = self.maskiou_cfg
         gt_labels = torch.cat([t["labels"][i] for t, i in zip(targets, matched_idxs)])
         num_classes = mask_logits.shape[1]

@@ -1,4 +1,4 @@
-"""Learning-rate schedule of the paper (SPEC §6): linear warm-up, then steps at fixed fractions."""
+"""Learning-rate schedule of the paper (paper Sec. 4.1, after Detectron): linear warm-up, then steps at fixed fractions."""
 
 from __future__ import annotations
 
