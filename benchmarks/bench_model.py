@@ -240,7 +240,7 @@ def bench_train_step(
     torch.manual_seed(0)
     kwargs = {"min_size": min(size), "max_size": max(size), **(model_kwargs or {})}
     ms = build_model(backbone="r18_fpn", num_classes=NUM_CLASSES, **kwargs).train()
-    plain = build_model(backbone="r18_fpn", num_classes=NUM_CLASSES, maskiou_head=False, **kwargs).train()
+    plain = build_model(backbone="r18_fpn", num_classes=NUM_CLASSES, head=None, **kwargs).train()
     _, unexpected = plain.load_state_dict(ms.state_dict(), strict=False)
     assert all("maskiou" in k for k in unexpected)
     images, targets = synthetic_targets(batch, *size, num_gt=num_gt, seed=2)

@@ -10,7 +10,7 @@ Examples::
 import os
 
 # libgomp's threads spin-wait for each other; on a small CPU shared with another busy process the
-# default makes every op wait on a descheduled thread (measured here: 19x slower steps on 2 cores).
+# default makes every op wait on a descheduled thread (many times slower steps; benchmarks/README.md).
 # A bounded spin keeps the idle speed and degrades gracefully. Set it yourself to override.
 os.environ.setdefault("GOMP_SPINCOUNT", "200000")
 

@@ -5,14 +5,15 @@ import torch
 from msrcnn.models import build_model
 
 SMALL = dict(
-    backbone="r18_fpn",
-    returned_layers=[1, 2, 3, 4],
-    fpn_channels=16,
-    anchor_sizes=[[8], [16], [32], [64], [128]],
+    backbone=dict(
+        name="r18_fpn",
+        returned_layers=[1, 2, 3, 4],
+        fpn_channels=16,
+        anchor_sizes=[[8], [16], [32], [64], [128]],
+    ),
+    head=dict(conv_channels=16, fc_dim=32),
     box_representation_size=64,
     mask_head_channels=16,
-    maskiou_conv_channels=16,
-    maskiou_fc_dim=32,
     min_size=96,
     max_size=128,
     box_batch_size_per_image=32,
@@ -25,8 +26,13 @@ SMALL = dict(
 
 
 def small_model(num_classes: int = 4, **overrides):
+    """The small model; ``head={...}`` / ``backbone={...}`` overrides add to SMALL's (``head=None``: no head)."""
     torch.manual_seed(0)
-    return build_model(num_classes=num_classes, **{**SMALL, **overrides})
+    kwargs = {**SMALL, **overrides}
+    for group in ("backbone", "head"):
+        if isinstance(overrides.get(group), dict):
+            kwargs[group] = {**SMALL[group], **overrides[group]}
+    return build_model(num_classes=num_classes, **kwargs)
 
 
 def rect_mask(h, w, y0, y1, x0, x1):

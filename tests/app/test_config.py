@@ -151,3 +151,108 @@ def test_the_schemas_choices_are_the_codes():
         (schema.SoftNMSMethod, SOFT_NMS_METHODS),
     ):
         assert tuple(e.value for e in enum) == tuple(choices)
+
+
+def _defaults(cls) -> dict:
+    """A dataclass's fields and defaults, enums as their values (schema and code compare equal)."""
+    return OmegaConf.to_container(OmegaConf.structured(cls), enum_to_str=True)
+
+
+def test_each_model_groups_keys_are_the_arguments_of_what_it_builds():
+    """Config mirrors code: the keys of backbone, head and model are the argument names (and defaults)
+    of what they build, one name from YAML to constructor."""
+    import dataclasses
+    import inspect
+
+    from torchvision.models.detection import MaskRCNN
+
+    from msrcnn.config import schema
+    from msrcnn.models import MaskScoringRCNN, build_model
+    from msrcnn.models.backbones import build_backbone
+    from msrcnn.models.checkpoint import TRAINING_KEYS
+    from msrcnn.models.roi_heads import MaskIoUConfig, SoftNMSConfig
+
+    head = _defaults(schema.HeadConfig)
+    assert head.pop("name") == "maskiou"  # the group's option (head=none: no head)
+    assert head == dataclasses.asdict(MaskIoUConfig())
+    assert _defaults(schema.SoftNMSGroupConfig) == dataclasses.asdict(SoftNMSConfig())
+    params = inspect.signature(build_backbone).parameters
+    backbone = _defaults(schema.BackboneConfig)
+    assert set(backbone) == set(params)
+    for key, value in backbone.items():
+        default = params[key].default
+        if key != "name":
+            assert value == (list(default) if isinstance(default, tuple) else default), key
+    constructors = set()
+    for fn in (build_model, MaskScoringRCNN.__init__, MaskRCNN.__init__):
+        constructors |= set(inspect.signature(fn).parameters)
+    model_keys = set(_defaults(schema.ModelConfig)) - set(TRAINING_KEYS)
+    assert model_keys <= constructors, model_keys - constructors
+
+
+def test_config_keys_reach_the_model_under_their_names(tmp_path):
+    from msrcnn.app.builders import build_detector
+    from msrcnn.config import to_plain
+
+    cfg = validate(
+        compose_train(
+            "experiment=demo",
+            "head.input=concat_all",
+            "head.tau=0.25",
+            "head.fc_dim=64",
+            "model.soft_nms.enabled=true",
+            "model.soft_nms.sigma=0.7",
+            "model.max_size=200",
+            "backbone.aspect_ratios=[1.0]",
+        )
+    )
+    model = build_detector(to_plain(cfg), num_classes=3)
+    heads = model.roi_heads
+    assert heads.maskiou_head.input == "concat_all" and heads.maskiou_head.fc1.out_features == 64
+    assert heads.maskiou_cfg.tau == 0.25 and heads.maskiou_cfg.input == "concat_all"
+    assert heads.soft_nms.enabled and heads.soft_nms.sigma == 0.7
+    assert model.transform.max_size == 200
+    assert model.rpn.anchor_generator.aspect_ratios[0] == (1.0,)
+    plain = build_detector(to_plain(validate(compose_train("experiment=demo", "head=none"))), num_classes=3)
+    assert not plain.has_maskiou
+
+
+@pytest.mark.parametrize(
+    "old,now",
+    [("data.seed=1", "seed"), ("data.max_size=100", "max_size"), ("callbacks.log_every_n_steps=5", "")],
+)
+def test_one_name_per_setting_the_merged_keys_are_refused(old, now):
+    with pytest.raises(ConfigError, match=old.split("=")[0]):
+        validate(compose_train(f"+{old}"))
+
+
+def test_the_data_module_reads_the_runs_seed_and_the_models_max_size(tmp_path):
+    from msrcnn.app.builders import build_callbacks, build_datamodule
+    from msrcnn.training.callbacks import StepLogger
+
+    cfg = validate(
+        compose_train("experiment=demo", "seed=5", "model.max_size=200", "model.min_size=[96,128]")
+    )
+    module = build_datamodule(cfg)
+    assert module.seed == 5 and module.max_size == 200 and module.train_min_size == [96, 128]
+    assert any(isinstance(c, StepLogger) for c in build_callbacks(cfg, tmp_path, has_logger=False))
+    cfg.callbacks.step_logger = False
+    assert not any(isinstance(c, StepLogger) for c in build_callbacks(cfg, tmp_path, has_logger=False))
+
+
+def test_the_progress_line_follows_trainer_log_every_n_steps(caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from msrcnn.training.callbacks import StepLogger
+
+    trainer = SimpleNamespace(
+        global_step=0, log_every_n_steps=3, is_global_zero=True, max_steps=9, callback_metrics={}
+    )
+    logger = StepLogger()
+    logger.on_train_start(trainer, None)
+    with caplog.at_level(logging.INFO, logger="msrcnn.training"):
+        for step in range(1, 10):
+            trainer.global_step = step
+            logger.on_train_batch_end(trainer, None, None, None, step)
+    assert [r.getMessage().split()[1] for r in caplog.records] == ["3/9", "6/9", "9/9"]

@@ -31,7 +31,7 @@ def _module(synthetic_root: str, **kwargs) -> DetectionDataModule:
         "train": None,
         "val": None,
         "synthetic": SYNTHETIC,
-        "synthetic_root": synthetic_root,
+        "root": synthetic_root,
         "num_workers": 0,
         "batch_size": 4,
     }

@@ -54,7 +54,6 @@ def test_apply_sets_the_model_and_the_workers_resize(tmp_path, capsys: pytest.Ca
             "model": {"min_size": [160], "max_size": 160},
             "data": {
                 "train_min_size": "${model.min_size}",
-                "max_size": "${model.max_size}",
                 "auto_input_size": {
                     "small_object_px": 10,
                     "small_object_quantile": 0.1,

@@ -123,7 +123,7 @@ def test_paper_numbers_hold_every_number_of_spec_section_7():
 
     ours = list(numbers(paper))
     missing = [x for x in sorted(set(spec_numbers)) if x not in ours]
-    assert not missing, f"numbers of SPEC §7 not in paper_numbers.yaml: {missing}"
+    assert not missing, f"published numbers of SPEC.md not in paper_numbers.yaml: {missing}"
     # Spot checks of the layout the report reads.
     assert paper["table1"]["rows"]["r101_fpn"]["ms_rcnn"]["bbox"]["AP75"] == 46.3
     assert paper["table5"]["rows"]["all_classes"]["segm"] == {"AP": 24.5, "AP50": 41.6, "AP75": 25.6}

@@ -72,7 +72,7 @@ def test_log_media_logs_wandb_images_tables_and_plots():
         "segm_per_class": {"cat": 50.0, "dog": None},
     }
     logger = FakeLogger()
-    WandbMedia(num_images=2, min_score=0.0).log_media(trainer, logger, results, evaluator)
+    WandbMedia(log_images=2, min_score=0.0).log_media(trainer, logger, results, evaluator)
     logged = logger.logged
     assert logger.steps == [7]
     assert set(logged) == {

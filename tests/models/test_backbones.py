@@ -28,11 +28,9 @@ def test_heavier_frameworks_train_one_step(name):
     torch.manual_seed(0)
     model = build_model(
         num_classes=3,
-        backbone=name,
-        fpn_channels=16,
+        backbone={"name": name, "fpn_channels": 16},
+        head={"conv_channels": 16, "fc_dim": 32},
         mask_head_channels=16,
-        maskiou_conv_channels=16,
-        maskiou_fc_dim=32,
         min_size=64,
         max_size=64,
         box_batch_size_per_image=16,

@@ -148,3 +148,30 @@ def test_categories_fall_back_to_the_annotation_file_then_to_label_order(tmp_pat
         (1, "a"),
         (2, "b"),
     ]
+
+
+def test_a_checkpoint_written_before_the_renames_loads_and_its_config_validates(trained, tmp_path):
+    """Checkpoints of issue 15's time store data.seed, data.max_size and callbacks.log_every_n_steps:
+    they load, and their config reads under today's names (src/eval.py validates it)."""
+    from msrcnn.config.schema import Config
+    from msrcnn.training import MaskScoringModule
+
+    model, path = trained
+    plain = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]["config"]
+    old = {
+        **plain,
+        "data": {**plain["data"], "seed": 3, "max_size": plain["model"]["max_size"]},
+        "callbacks": {k: v for k, v in plain["callbacks"].items() if k != "step_logger"}
+        | {"log_every_n_steps": 0},
+    }
+    with pytest.raises(Exception, match="seed"):
+        validate({k: v for k, v in old.items() if k in Config.__dataclass_fields__})
+    old_path = save_checkpoint(tmp_path / "old.ckpt", model, old)
+    loaded = MaskScoringRCNN.from_checkpoint(old_path)
+    assert "seed" not in loaded.config["data"] and "max_size" not in loaded.config["data"]
+    assert loaded.config["callbacks"]["step_logger"] is False
+    validate({k: v for k, v in loaded.config.items() if k in Config.__dataclass_fields__})
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    module = MaskScoringModule.load_from_checkpoint(old_path, map_location="cpu")
+    assert "seed" not in module.hparams["config"]["data"]

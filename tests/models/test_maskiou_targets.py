@@ -1,4 +1,4 @@
-"""The MaskIoU training target (SPEC §3) on hand-built cases."""
+"""The MaskIoU training target (paper Sec. 3.2) on hand-built cases."""
 
 import torch
 

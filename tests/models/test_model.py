@@ -26,7 +26,7 @@ def grads_from(loss, params):
 
 @pytest.mark.parametrize("design", INPUT_DESIGNS)
 def test_each_input_design_trains_and_reaches_mask_head(design, batch):
-    model = small_model(maskiou_input=design).train()
+    model = small_model(head={"input": design}).train()
     losses = model(*batch)
     assert set(losses) == EXPECTED_LOSSES
     assert all(torch.isfinite(v) for v in losses.values())
@@ -41,7 +41,7 @@ def test_each_input_design_trains_and_reaches_mask_head(design, batch):
 
 @pytest.mark.parametrize("target", TRAIN_TARGETS)
 def test_each_training_target_trains(target, batch):
-    model = small_model(maskiou_target=target).train()
+    model = small_model(head={"target": target}).train()
     losses = model(*batch)
     assert torch.isfinite(losses["loss_maskiou"]) and losses["loss_maskiou"] > 0
     assert grads_from(losses["loss_maskiou"], list(model.roi_heads.maskiou_head.parameters()))
@@ -54,25 +54,25 @@ def test_head_shapes_per_design():
         ("concat_all", 16 + 4),
         ("concat_highres", 17),
     ]:
-        head = small_model(maskiou_input=design).roi_heads.maskiou_head
+        head = small_model(head={"input": design}).roi_heads.maskiou_head
         assert head.convs[0].in_channels == channels
         assert head.predictor.out_features == 4
-    highres = small_model(maskiou_input="concat_highres").roi_heads
+    highres = small_model(head={"input": "concat_highres"}).roi_heads
     assert highres.maskiou_roi_pool.output_size == (28, 28)
     assert sum(isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2) for m in highres.maskiou_head.convs) == 2
 
 
 def test_tau_filters_samples(batch):
     # untrained masks are poor: no target reaches 0.99, so nothing is regressed
-    model = small_model(maskiou_tau=0.99).train()
+    model = small_model(head={"tau": 0.99}).train()
     assert model(*batch)["loss_maskiou"].item() == 0.0
 
 
 def test_tau_zero_leaves_out_zero_targets(batch):
-    # SPEC §3: the head trains on targets strictly above tau. Empty predicted masks (all logits
+    # Paper Table 6: the head trains on targets strictly above tau. Empty predicted masks (all logits
     # negative) have target 0 everywhere, so at tau = 0 nothing is regressed; with ">=" every
     # positive RoI would be pulled towards 0 and the loss would be positive.
-    model = small_model(maskiou_tau=0.0).train()
+    model = small_model(head={"tau": 0.0}).train()
     logits = model.roi_heads.mask_predictor.mask_fcn_logits
     with torch.no_grad():
         logits.weight.zero_()
@@ -84,13 +84,13 @@ def test_tau_zero_leaves_out_zero_targets(batch):
 
 
 def test_loss_weight_scales_the_loss(batch):
-    a = small_model(maskiou_loss_weight=1.0).train()(*batch)["loss_maskiou"]
-    b = small_model(maskiou_loss_weight=0.5).train()(*batch)["loss_maskiou"]
+    a = small_model(head={"loss_weight": 1.0}).train()(*batch)["loss_maskiou"]
+    b = small_model(head={"loss_weight": 0.5}).train()(*batch)["loss_maskiou"]
     assert torch.allclose(b, 0.5 * a)
 
 
 def test_detach_inputs_keeps_mask_head_out(batch):
-    model = small_model(maskiou_detach_inputs=True).train()
+    model = small_model(head={"detach_inputs": True}).train()
     losses = model(*batch)
     assert not grads_from(losses["loss_maskiou"], list(model.roi_heads.mask_head.parameters()))
 
@@ -126,7 +126,7 @@ def test_equals_torchvision_maskrcnn_with_same_weights():
     spec = build_backbone("r18_fpn", returned_layers=[1, 2, 3, 4], fpn_channels=16)
     kwargs = dict(min_size=96, max_size=128, box_score_thresh=0.0)
     tv = MaskRCNN(copy.deepcopy(spec.body), num_classes=4, **kwargs).eval()
-    ms = MaskScoringRCNN(copy.deepcopy(spec.body), num_classes=4, maskiou_conv_channels=16, **kwargs).eval()
+    ms = MaskScoringRCNN(copy.deepcopy(spec.body), num_classes=4, head={"conv_channels": 16}, **kwargs).eval()
     missing, unexpected = ms.load_state_dict(tv.state_dict(), strict=False)
     assert not unexpected
     assert missing and all("maskiou" in k for k in missing)
@@ -152,7 +152,7 @@ def test_soft_nms_changes_postprocessing_only(batch):
 
 
 def test_plain_mask_rcnn_mode(batch):
-    model = small_model(maskiou_head=False).train()
+    model = small_model(head=None).train()
     assert "loss_maskiou" not in model(*batch)
     assert not model.has_maskiou
     model.eval()
@@ -173,12 +173,12 @@ def test_empty_targets_train(batch):
 
 def test_bad_options_fail_with_the_choices():
     with pytest.raises(ValueError, match="concat, multiply"):
-        small_model(maskiou_input="concatt")
+        small_model(head={"input": "concatt"})
     with pytest.raises(ValueError, match="target_class"):
-        small_model(maskiou_target="gt")
+        small_model(head={"target": "gt"})
     with pytest.raises(ValueError, match="linear"):
-        small_model(soft_nms_method="hard")
+        small_model(soft_nms={"method": "hard"})
 
 
 def test_small_config_is_what_the_tests_use():
-    assert SMALL["backbone"] == "r18_fpn"
+    assert SMALL["backbone"]["name"] == "r18_fpn"

@@ -4,10 +4,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from msrcnn.app.builders import build_datamodule, build_detector, model_kwargs
+from msrcnn.app.builders import build_datamodule, build_detector
 from msrcnn.app.train import prepare
 from msrcnn.config import to_plain
 from msrcnn.models import build_model
+from msrcnn.models.checkpoint import model_kwargs
 from msrcnn_testing import CONF, TINY, run_script
 
 
@@ -22,7 +23,7 @@ def test_train_only_maskiou_on_a_torchvision_mask_rcnn(tmp_path, shapes_dir):
     # A randomly initialised Mask R-CNN with the demo's architecture and no MaskIoU head: its state dict has
     # torchvision's MaskRCNN keys. Its BN statistics are made non-trivial so that a change would show.
     cfg = _config(f"paths.data_dir={shapes_dir}", f"paths.output_dir={tmp_path / 'unused'}")
-    kwargs = {**model_kwargs(to_plain(cfg)), "maskiou_head": False}
+    kwargs = {**model_kwargs(to_plain(cfg)), "head": None}
     mask_rcnn = build_model(num_classes=7, **kwargs)  # 6 shapes + background
     with torch.no_grad():
         for module in mask_rcnn.modules():

@@ -25,7 +25,7 @@ def _module(shapes_dir, **kwargs):
         train=None,
         val=None,
         synthetic=SYNTHETIC,
-        synthetic_root=str(shapes_dir / "shapes"),
+        root=str(shapes_dir / "shapes"),
         num_workers=0,
         batch_size=2,
         hflip_prob=0.5,

@@ -23,7 +23,12 @@ def fake_run(monkeypatch, seconds_per_step, budget, max_steps=1000, steps=None):
     clock = {"now": 0.0}
     monkeypatch.setattr(callbacks_module.time, "perf_counter", lambda: clock["now"])
     schedule = StepSchedule(
-        max_steps, step_epochs=[14, 17], schedule_epochs=18, warmup_steps=10, warmup_factor=0.001, gamma=0.1
+        max_steps,
+        lr_step_epochs=[14, 17],
+        schedule_epochs=18,
+        warmup_steps=10,
+        warmup_factor=0.001,
+        lr_gamma=0.1,
     )
     module = SimpleNamespace(schedule=schedule)
     trainer = FakeTrainer(

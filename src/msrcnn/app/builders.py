@@ -76,9 +76,9 @@ def build_datamodule(cfg: DictConfig, train_required: bool = True) -> DetectionD
         pin_memory=d.pin_memory,
         hflip_prob=d.hflip_prob,
         train_min_size=None if d.train_min_size is None else list(d.train_min_size),
-        max_size=d.max_size,
+        max_size=cfg.model.max_size,  # one long-side cap, the model's
         aspect_ratio_group_factor=d.aspect_ratio_group_factor,
-        seed=d.seed,
+        seed=cfg.seed,  # one seed per run: shuffles, augmentation and the model's sampling
     )
     name = d.name.value
     if name == "coco":
@@ -88,7 +88,7 @@ def build_datamodule(cfg: DictConfig, train_required: bool = True) -> DetectionD
     if name == "shapes":
         synthetic = OmegaConf.to_container(d.synthetic) if d.synthetic is not None else {}
         root = d.root or os.path.join(cfg.paths.data_dir, "shapes")
-        return DetectionDataModule(train=None, val=None, synthetic=synthetic, synthetic_root=root, **common)
+        return DetectionDataModule(train=None, val=None, synthetic=synthetic, root=root, **common)
 
     def split(name: str, required: bool) -> SplitSpec | None:
         node = d[name]
@@ -184,8 +184,8 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list
                 enable_version_counter=False,
             )
         )
-    if cb.log_every_n_steps > 0:
-        callbacks.append(StepLogger(cb.log_every_n_steps))
+    if cb.step_logger:
+        callbacks.append(StepLogger())
     if cb.time_budget.seconds is not None:
         callbacks.append(TimeBudget(**OmegaConf.to_container(cb.time_budget)))
     if cb.lr_monitor and has_logger:
@@ -197,7 +197,7 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list
     if has_logger and cfg.logger.name.value == "wandb":  # the APs, tables and figures (images: log_images)
         from msrcnn.training.media import WandbMedia
 
-        callbacks.append(WandbMedia(num_images=cfg.logger.log_images))
+        callbacks.append(WandbMedia(log_images=cfg.logger.log_images))
     return callbacks
 
 
@@ -232,6 +232,9 @@ def _check_not_relaunched_in_local_sweep(trainer: L.Trainer) -> None:
     inside a local multirun every rank would run the whole sweep. Refused before any work."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    # Private in Lightning (its launchers are all underscore classes, with no public way to ask whether a
+    # launcher re-runs the command line); this one is the launcher that does.
     from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:

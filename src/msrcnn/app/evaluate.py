@@ -108,4 +108,4 @@ def _eval_logger(cfg: DictConfig, output_dir: Path, trained: dict[str, Any]) -> 
         return logger, []
     from msrcnn.training.media import WandbMedia
 
-    return logger, [WandbMedia(num_images=cfg.logger.log_images, prefix=f"{cfg.split.value}/")]
+    return logger, [WandbMedia(log_images=cfg.logger.log_images, prefix=f"{cfg.split.value}/")]

@@ -16,7 +16,8 @@ def apply_auto_input_size(cfg: DictConfig, datamodule: DetectionDataModule) -> I
     """With ``data.auto_input_size`` set, measure the set-up training split, print what was measured and
     chosen, and set ``model.min_size`` / ``model.max_size`` (and the workers' resize) to it.
 
-    ``data.train_min_size`` / ``data.max_size`` follow the model's unless set explicitly (scale jitter).
+    ``data.train_min_size`` follows the model's unless set explicitly (scale jitter); the long-side cap is
+    ``model.max_size``.
     """
     auto = cfg.data.get("auto_input_size")
     if not auto:
@@ -29,5 +30,5 @@ def apply_auto_input_size(cfg: DictConfig, datamodule: DetectionDataModule) -> I
     cfg.model.min_size = [choice.min_size]
     cfg.model.max_size = choice.max_size
     train_min_size = cfg.data.train_min_size
-    datamodule.set_input_size(None if train_min_size is None else list(train_min_size), cfg.data.max_size)
+    datamodule.set_input_size(None if train_min_size is None else list(train_min_size), cfg.model.max_size)
     return choice

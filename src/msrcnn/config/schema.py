@@ -190,10 +190,10 @@ class DataConfig:
     num_workers: int = 2
     pin_memory: bool = True
     hflip_prob: float = 0.5
-    train_min_size: Optional[list[int]] = None  # conf/data: the model's min_size (resized in the workers)
-    max_size: int = 1333  # conf/data: the model's max_size
+    # Short sides the workers resize training images to (conf/data: model.min_size); their long-side cap
+    # is model.max_size, and their shuffle and augmentation follow the run's seed.
+    train_min_size: Optional[list[int]] = None
     aspect_ratio_group_factor: int = 3
-    seed: int = 0
     auto_input_size: Optional[AutoInputSizeConfig] = None  # model.min_size/max_size from the training data
 
 
@@ -226,7 +226,7 @@ class CallbacksConfig:
     save_best: bool = True
     lr_monitor: bool = True
     rich_progress: bool = False
-    log_every_n_steps: int = 50  # a plain-text progress line (0: off)
+    step_logger: bool = True  # a plain-text progress line every trainer.log_every_n_steps steps
     time_budget: TimeBudgetConfig = field(default_factory=TimeBudgetConfig)
 
 

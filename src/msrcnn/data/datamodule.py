@@ -84,6 +84,9 @@ class _ResumableLoader(DataLoader):
         super().__init__(*args, **kwargs)
         self._index_batches = index_batches
 
+    # Private in torch, and kept: DataLoader has no public hook for iterating batches other than its
+    # batch_sampler's while len() and Lightning's set_epoch still see the plain one (torchdata's
+    # StatefulDataLoader would be the public route; it is not a dependency). Tested by the exact-resume tests.
     @property
     def _index_sampler(self) -> ResumableBatches:
         return self._index_batches
@@ -108,7 +111,7 @@ class DetectionDataModule(L.LightningDataModule):
     """Train/val/test data for instance segmentation with COCO-format annotation files.
 
     Give either explicit splits (``train``/``val``/``test``) or ``synthetic`` (keyword arguments of
-    :func:`generate_shapes`, generated under ``synthetic_root`` and used for train and val). Images and
+    :func:`generate_shapes`, generated under ``root`` and used for train and val). Images and
     targets come out as lists (see :func:`collate`); labels are contiguous ``1..K`` and
     :attr:`category_map` maps them back to the annotation file's ids for evaluation.
 
@@ -127,7 +130,7 @@ class DetectionDataModule(L.LightningDataModule):
         val: SplitSpec | Mapping[str, Any] | None,
         test: SplitSpec | Mapping[str, Any] | None = None,
         synthetic: Mapping[str, Any] | None = None,
-        synthetic_root: str | None = None,
+        root: str | None = None,
         batch_size: int = 2,
         eval_batch_size: int = 2,
         num_workers: int = 2,
@@ -145,7 +148,7 @@ class DetectionDataModule(L.LightningDataModule):
         if synthetic is None and train is None and val is None and test is None:
             raise ValueError("no data: give train/val/test splits or synthetic")
         self.synthetic = dict(synthetic) if synthetic is not None else None
-        self.synthetic_root = Path(synthetic_root) if synthetic_root else default_synthetic_root()
+        self.synthetic_root = Path(root) if root else default_synthetic_root()
         self._specs: dict[str, SplitSpec | None] = {
             "train": _as_split(train),
             "val": _as_split(val),
@@ -298,6 +301,7 @@ class DetectionDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size <= 1:
             return 1, 0
+        # Private in Lightning, and kept: the Trainer's use_distributed_sampler argument has no public attribute.
         connector = getattr(trainer, "_accelerator_connector", None)
         if getattr(connector, "use_distributed_sampler", False):
             raise RuntimeError(

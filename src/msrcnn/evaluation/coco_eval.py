@@ -300,16 +300,16 @@ def _results_coco(coco_gt: COCO, anns: list[dict]) -> COCO:
     about a second of RLE decoding); the callers compute them in bulk or take them from the
     records, with the same values. The image ids were checked by :func:`validate_records`.
     """
-    res = COCO(print_function=_silent)
-    res.dataset["info"] = copy.deepcopy(coco_gt.dataset.get("info", {}))
-    res.dataset["images"] = list(coco_gt.dataset["images"])
-    res.dataset["categories"] = copy.deepcopy(coco_gt.dataset.get("categories", []))
     for index, ann in enumerate(anns):
         ann["id"] = index + 1
         ann["iscrowd"] = 0
-    res.dataset["annotations"] = anns
-    res.createIndex()
-    return res
+    dataset = {
+        "info": copy.deepcopy(coco_gt.dataset.get("info", {})),
+        "images": list(coco_gt.dataset["images"]),
+        "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])),
+        "annotations": anns,
+    }
+    return COCO(dataset, print_function=_silent)  # a dataset dict: indexed as a loaded file is
 
 
 def _bbox_dt(coco_gt: COCO, records: Sequence[DetectionRecord]) -> COCO:

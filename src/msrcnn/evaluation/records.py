@@ -331,7 +331,7 @@ def make_record(
         mask_threshold: mask binarisation threshold (``probability > mask_threshold``).
 
     Returns:
-        The record; ``mask_ious`` is clamped to [0, 1] (SPEC section 5) or None if absent.
+        The record; ``mask_ious`` is clamped to [0, 1] (the mask score of paper Sec. 3.2, Inference) or None if absent.
     """
     scores = output["scores"]
     k = min(int(scores.shape[0]), max_dets)

@@ -36,6 +36,7 @@ class BackboneSpec:
     body: nn.Module  # has .out_channels
     featmap_names: list[str]  # maps the RoI heads pool from
     anchor_sizes: tuple[tuple[int, ...], ...]  # one tuple per RPN level
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # of the anchors, the same on every level
     box_head: nn.Module | None = None  # C4 only: res5 + average pooling
     box_head_channels: int | None = None
     roi_output_size: int = 7  # box RoIAlign size (14 for C4, whose res5 halves it)
@@ -197,6 +198,7 @@ def build_backbone(
     returned_layers: Sequence[int] | None = None,
     fpn_channels: int = 256,
     anchor_sizes: Sequence[Sequence[int]] | None = None,
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
     width: int = 64,
 ) -> BackboneSpec:
     """Builds one of :data:`BACKBONES`.
@@ -211,6 +213,7 @@ def build_backbone(
         returned_layers: FPN input stages (1 = C2 ... 4 = C5), overriding the backbone's default.
         fpn_channels: FPN width (the RoI feature channels).
         anchor_sizes: RPN anchor sizes per level (same count on each level).
+        aspect_ratios: RPN anchor aspect ratios (height / width), the same on every level.
         width: channels of the first stage (the stages have ``width * (1, 2, 4, 8)``, times 4 for
             ResNet-50/101's bottlenecks); 64 is the paper's ResNets. A narrower ResNet trains from
             scratch only (no ImageNet weights exist for it); the CPU demo uses 32.
@@ -242,6 +245,7 @@ def build_backbone(
             body=body,
             featmap_names=["0"],
             anchor_sizes=_as_sizes(sizes),
+            aspect_ratios=tuple(float(r) for r in aspect_ratios),
             box_head=box_head,
             box_head_channels=model.layer4[-1].conv3.out_channels,
             roi_output_size=14,
@@ -266,7 +270,12 @@ def build_backbone(
             f"backbone.anchor_sizes has {len(sizes)} levels; this backbone has {len(layers) + 1} "
             f"(returned_layers={layers} plus the max-pooled level)"
         )
-    return BackboneSpec(body=body, featmap_names=featmap_names, anchor_sizes=_as_sizes(sizes))
+    return BackboneSpec(
+        body=body,
+        featmap_names=featmap_names,
+        anchor_sizes=_as_sizes(sizes),
+        aspect_ratios=tuple(float(r) for r in aspect_ratios),
+    )
 
 
 def _block_out_channels(block: nn.Module) -> int:

@@ -18,7 +18,7 @@ import torch
 
 log = logging.getLogger("msrcnn.models")
 
-__all__ = ["CheckpointError", "checkpoint_categories", "model_kwargs", "read_checkpoint"]
+__all__ = ["CheckpointError", "checkpoint_categories", "model_kwargs", "read_checkpoint", "upgrade_config"]
 
 
 class CheckpointError(ValueError):
@@ -75,7 +75,35 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise CheckpointError(f"{path} is not a checkpoint of msrcnn: its config lacks {', '.join(missing)}")
     if not any(k.startswith("model.") for k in ckpt["state_dict"]):
         raise CheckpointError(f"{path} is not a checkpoint of msrcnn: its state_dict has no model.* weights")
+    ckpt["hyper_parameters"]["config"] = upgrade_config(config)
     return ckpt
+
+
+# Keys of older checkpoints' configs that now have one name elsewhere: the key, where its value now comes from.
+MERGED_KEYS = {
+    ("data", "seed"): "seed (one seed per run)",
+    ("data", "max_size"): "model.max_size (the workers resize to the model's input size)",
+    ("callbacks", "log_every_n_steps"): "trainer.log_every_n_steps (callbacks.step_logger switches the line)",
+}
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config of an older checkpoint under today's names (a copy; a current config is returned as is).
+
+    ``data.seed`` and ``data.max_size`` are dropped (the run's ``seed`` and ``model.max_size`` are the
+    single source of each); ``callbacks.log_every_n_steps`` becomes ``callbacks.step_logger``
+    (``true`` unless it was 0), the line's cadence being ``trainer.log_every_n_steps``.
+    """
+    old = [(group, key) for group, key in MERGED_KEYS if key in (config.get(group) or {})]
+    if not old:
+        return config
+    config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for group, key in old:
+        value = config[group].pop(key)
+        if (group, key) == ("callbacks", "log_every_n_steps"):
+            config[group].setdefault("step_logger", bool(value))
+        log.debug("checkpoint config: %s.%s=%s is now %s", group, key, value, MERGED_KEYS[group, key])
+    return config
 
 
 def model_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -83,74 +111,17 @@ def model_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
 
 
-def _value(value: Any) -> Any:
-    """An enum's value, a list for a tuple; other values unchanged."""
-    return getattr(value, "value", value)
+# Keys of the ``model`` group read by the training app, not by the model's constructor.
+TRAINING_KEYS = ("init_from", "train_only")
 
 
 def model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    """:func:`~msrcnn.models.build_model` keyword arguments of a run config's ``backbone``, ``head``
-    and ``model`` groups (``num_classes`` not included). Keys missing from an older config are left
-    to the constructors' defaults."""
-    b, m = config["backbone"], config["model"]
-    h = config.get("head") or {"name": "none"}
-    out: dict[str, Any] = {"backbone": _value(b["name"])}
-    for key in (
-        "pretrained",
-        "norm",
-        "trainable_layers",
-        "returned_layers",
-        "fpn_channels",
-        "anchor_sizes",
-        "aspect_ratios",
-        "width",
-    ):
-        if key in b:
-            out[key] = _value(b[key])
-    for key in (
-        "box_head",
-        "box_representation_size",
-        "box_conv_channels",
-        "box_num_convs",
-        "mask_head_channels",
-        "mask_num_convs",
-        "channels_last",
-        "max_size",
-        "rpn_pre_nms_top_n_train",
-        "rpn_post_nms_top_n_train",
-        "rpn_pre_nms_top_n_test",
-        "rpn_post_nms_top_n_test",
-        "rpn_batch_size_per_image",
-        "box_batch_size_per_image",
-        "box_positive_fraction",
-        "box_score_thresh",
-        "box_nms_thresh",
-        "box_detections_per_img",
-    ):
-        if key in m:
-            out[key] = _value(m[key])
-    if "min_size" in m:
-        out["min_size"] = tuple(m["min_size"])
-    out["maskiou_head"] = _value(h.get("name")) == "maskiou"
-    for key in (
-        "input",
-        "target",
-        "tau",
-        "loss_weight",
-        "conv_channels",
-        "num_convs",
-        "fc_dim",
-        "detach_inputs",
-    ):
-        if key in h:
-            out[f"maskiou_{key}"] = _value(h[key])
-    soft = m.get("soft_nms") or {}
-    if "enabled" in soft:
-        out["soft_nms"] = bool(soft["enabled"])
-    for key in ("method", "iou_threshold", "sigma", "score_threshold"):
-        if key in soft:
-            out[f"soft_nms_{key}"] = _value(soft[key])
-    return out
+    """:func:`~msrcnn.models.build_model` keyword arguments of a run config: the ``backbone`` and
+    ``head`` groups as they are, the ``model`` group's keys as keyword arguments (all under their
+    config names; ``num_classes`` not included). Keys missing from an older config are left to the
+    constructors' defaults."""
+    model = {k: v for k, v in config["model"].items() if k not in TRAINING_KEYS}
+    return {"backbone": dict(config["backbone"]), "head": config.get("head") or {"name": "none"}, **model}
 
 
 def inference_kwargs(config: dict[str, Any]) -> dict[str, Any]:
@@ -158,11 +129,12 @@ def inference_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     again (the weights come from the checkpoint), but the normalisation it implied is kept, so
     that the state dict fits."""
     kwargs = model_kwargs(config)
-    if kwargs.get("pretrained"):
-        kwargs["norm"] = kwargs.get("norm") or "frozen_bn"
-        if kwargs.get("trainable_layers") is None:
-            kwargs["trainable_layers"] = 3
-    kwargs["pretrained"] = None
+    backbone = kwargs["backbone"]
+    if backbone.get("pretrained"):
+        backbone["norm"] = backbone.get("norm") or "frozen_bn"
+        if backbone.get("trainable_layers") is None:
+            backbone["trainable_layers"] = 3
+    backbone["pretrained"] = None
     return kwargs
 
 

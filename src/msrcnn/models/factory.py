@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,6 +14,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from msrcnn.models.backbones import build_backbone
 from msrcnn.models.mask_scoring_rcnn import MaskScoringRCNN
+from msrcnn.models.roi_heads import MaskIoUConfig
 
 BOX_HEADS = ("mlp", "conv")
 
@@ -20,15 +22,8 @@ BOX_HEADS = ("mlp", "conv")
 def build_model(
     *,
     num_classes: int,
-    backbone: str = "r18_fpn",
-    pretrained: str | None = None,
-    norm: str | None = None,
-    trainable_layers: int | None = None,
-    returned_layers: Sequence[int] | None = None,
-    fpn_channels: int = 256,
-    anchor_sizes: Sequence[Sequence[int]] | None = None,
-    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-    width: int = 64,
+    backbone: str | Mapping[str, Any] = "r18_fpn",
+    head: MaskIoUConfig | Mapping[str, Any] | None = MaskIoUConfig(),  # noqa: B008 - frozen
     box_head: str = "mlp",
     box_representation_size: int = 1024,
     box_conv_channels: int = 256,
@@ -38,39 +33,39 @@ def build_model(
     channels_last: bool = False,
     **kwargs,
 ) -> MaskScoringRCNN:
-    """A Mask Scoring R-CNN with the given backbone and widths.
+    """A Mask Scoring R-CNN of the config groups ``backbone``, ``head`` and ``model``, one argument each.
 
-    ``num_classes`` counts the background. ``box_head`` is ``mlp`` (torchvision's two FCs) or
-    ``conv`` (``box_num_convs`` 3x3 convs with BatchNorm, then one FC). Remaining keyword
-    arguments go to :class:`MaskScoringRCNN` (and from there to torchvision's ``MaskRCNN``).
-    ``channels_last`` stores the convolution weights in NHWC order, which the convolutions then
-    follow (faster on CPUs and on tensor-core GPUs).
+    ``num_classes`` counts the background. ``backbone`` is a backbone name or a mapping of
+    :func:`~msrcnn.models.backbones.build_backbone`'s arguments (the config group ``backbone``:
+    ``name``, ``pretrained``, ``norm``, ...). ``head`` is the MaskIoU head (the config group ``head``:
+    :class:`~msrcnn.models.roi_heads.MaskIoUConfig`'s fields; ``name: none``, the group's other
+    option, or ``None`` gives a plain Mask R-CNN). The other arguments are the ``model`` group's:
+    ``box_head`` is ``mlp`` (torchvision's two FCs) or ``conv`` (``box_num_convs`` 3x3 convs with
+    BatchNorm, then one FC); ``channels_last`` stores the convolution weights in NHWC order, which the
+    convolutions then follow (faster on CPUs and on tensor-core GPUs); the remaining keyword arguments
+    (``min_size``, ``max_size``, ``rpn_*``, ``box_*``, ``soft_nms``, ...) go to :class:`MaskScoringRCNN`
+    and from there to torchvision's ``MaskRCNN``.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes} must count the background and at least one class")
     if box_head not in BOX_HEADS:
         raise ValueError(f"box_head={box_head!r} is not valid; expected one of {', '.join(BOX_HEADS)}")
-    spec = build_backbone(
-        backbone,
-        pretrained=pretrained,
-        norm=norm,
-        trainable_layers=trainable_layers,
-        returned_layers=returned_layers,
-        fpn_channels=fpn_channels,
-        anchor_sizes=anchor_sizes,
-        width=width,
-    )
+    backbone_args = {"name": backbone} if isinstance(backbone, str) else dict(backbone)
+    spec = build_backbone(**{k: getattr(v, "value", v) for k, v in backbone_args.items()})
+    if isinstance(head, Mapping) and "name" in head:  # the config group's option: maskiou | none
+        name = getattr(head["name"], "value", head["name"])
+        head = None if name == "none" else {k: v for k, v in head.items() if k != "name"}
     channels = spec.body.out_channels
-    anchors = AnchorGenerator(spec.anchor_sizes, (tuple(aspect_ratios),) * len(spec.anchor_sizes))
+    anchors = AnchorGenerator(spec.anchor_sizes, (tuple(spec.aspect_ratios),) * len(spec.anchor_sizes))
     rpn_head = RPNHead(channels, anchors.num_anchors_per_location()[0])
     roi = spec.roi_output_size
     box_pool = MultiScaleRoIAlign(spec.featmap_names, output_size=roi, sampling_ratio=2)
     if spec.box_head is not None:
-        head, rep = spec.box_head, spec.box_head_channels
+        box_module, rep = spec.box_head, spec.box_head_channels
     elif box_head == "mlp":
-        head, rep = TwoMLPHead(channels * roi * roi, box_representation_size), box_representation_size
+        box_module, rep = TwoMLPHead(channels * roi * roi, box_representation_size), box_representation_size
     else:
-        head = FastRCNNConvFCHead(
+        box_module = FastRCNNConvFCHead(
             (channels, roi, roi),
             [box_conv_channels] * box_num_convs,
             [box_representation_size],
@@ -84,11 +79,12 @@ def build_model(
         rpn_anchor_generator=anchors,
         rpn_head=rpn_head,
         box_roi_pool=box_pool,
-        box_head=head,
+        box_head=box_module,
         box_predictor=FastRCNNPredictor(rep, num_classes),
         mask_roi_pool=MultiScaleRoIAlign(spec.featmap_names, output_size=14, sampling_ratio=2),
         mask_head=MaskRCNNHeads(channels, mask_layers, 1),
         mask_predictor=MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], num_classes),
+        head=head,
         **kwargs,
     )
     if channels_last:

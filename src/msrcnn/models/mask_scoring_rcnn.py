@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.ops import MultiScaleRoIAlign
 
-from msrcnn.models.maskiou import InputDesign, MaskIoUHead, TrainTarget
+from msrcnn.models.maskiou import MaskIoUHead
 from msrcnn.models.roi_heads import MaskIoUConfig, MaskScoringRoIHeads, SoftNMSConfig
 from msrcnn.models.transform import MaskOutput, MaskScoringTransform
 
@@ -24,20 +24,20 @@ class MaskScoringRCNN(MaskRCNN):
     Accepts every argument of :class:`torchvision.models.detection.MaskRCNN` plus:
 
     Args:
-        maskiou_head: build the MaskIoU head (``False`` gives a plain Mask R-CNN that still
-            supports Soft-NMS, the paper's baseline).
-        maskiou_input: input design, one of ``concat``, ``multiply``, ``concat_all``,
-            ``concat_highres`` (paper Table 4).
-        maskiou_target: training target, one of ``target_class``, ``all_classes``,
-            ``positive_classes`` (paper Table 5).
-        maskiou_tau: train only on RoIs whose target MaskIoU is greater than tau (paper Table 6; at
-            tau = 0 a RoI whose target is exactly 0, e.g. an empty predicted mask, is left out).
-        maskiou_loss_weight: weight of the L2 MaskIoU loss.
-        maskiou_conv_channels, maskiou_num_convs, maskiou_fc_dim: widths of the head.
-        maskiou_detach_inputs: stop the MaskIoU loss from reaching the mask head and backbone
-            (the reference code does not detach; default False).
-        soft_nms: enable Soft-NMS in place of NMS; ``soft_nms_method`` ``linear``/``gaussian``,
-            ``soft_nms_iou_threshold`` (Nt), ``soft_nms_sigma``, ``soft_nms_score_threshold``.
+        head: the MaskIoU head, a :class:`~msrcnn.models.roi_heads.MaskIoUConfig` or a mapping of
+            its fields (the config group ``head``: ``input``, ``target``, ``tau``, ``loss_weight``,
+            ``conv_channels``, ``num_convs``, ``fc_dim``, ``detach_inputs``); ``None`` gives a plain
+            Mask R-CNN that still supports Soft-NMS, the paper's baseline.
+            ``input``: one of ``concat``, ``multiply``, ``concat_all``, ``concat_highres`` (paper
+            Table 4); ``target``: one of ``target_class``, ``all_classes``, ``positive_classes``
+            (paper Table 5); ``tau``: train only on RoIs whose target MaskIoU is greater than tau
+            (paper Table 6; at tau = 0 a RoI whose target is exactly 0, e.g. an empty predicted mask,
+            is left out); ``detach_inputs``: stop the MaskIoU loss from reaching the mask head and
+            backbone (the reference code does not detach; default False).
+        soft_nms: Soft-NMS in place of NMS, a :class:`~msrcnn.models.roi_heads.SoftNMSConfig` or a
+            mapping of its fields (the config group ``model.soft_nms``: ``enabled``, ``method``
+            ``linear``/``gaussian``, ``iou_threshold`` (Nt), ``sigma``, ``score_threshold``);
+            ``True``/``False`` switches it on with the default values / off.
         fast_mask_paste: paste the masks into the image with :func:`msrcnn.ops.paste.paste_masks_in_image`
             (one output allocation instead of a canvas per detection; the same masks, bit for bit).
             Default False: torchvision's paste.
@@ -64,20 +64,8 @@ class MaskScoringRCNN(MaskRCNN):
         backbone: nn.Module,
         num_classes: int | None = None,
         *,
-        maskiou_head: bool = True,
-        maskiou_input: InputDesign = "concat",
-        maskiou_target: TrainTarget = "target_class",
-        maskiou_tau: float = 0.0,
-        maskiou_loss_weight: float = 1.0,
-        maskiou_conv_channels: int = 256,
-        maskiou_num_convs: int = 4,
-        maskiou_fc_dim: int = 1024,
-        maskiou_detach_inputs: bool = False,
-        soft_nms: bool = False,
-        soft_nms_method: str = "linear",
-        soft_nms_iou_threshold: float = 0.5,
-        soft_nms_sigma: float = 0.5,
-        soft_nms_score_threshold: float = 1e-4,
+        head: MaskIoUConfig | Mapping[str, Any] | None = MaskIoUConfig(),  # noqa: B008 - frozen
+        soft_nms: SoftNMSConfig | Mapping[str, Any] | bool = False,
         fast_mask_paste: bool = False,
         mask_output: MaskOutput = "image",
         **kwargs,
@@ -94,20 +82,21 @@ class MaskScoringRCNN(MaskRCNN):
         heads = self.roi_heads
         mask_pool: MultiScaleRoIAlign = heads.mask_roi_pool
         roi_size = _as_int(mask_pool.output_size)
-        head = None
+        maskiou = _as_config(MaskIoUConfig, head, "head")
+        soft_nms_config = _as_config(SoftNMSConfig, soft_nms, "soft_nms")
+        maskiou_head = None
         highres_pool = None
-        if maskiou_head:
-            num_outputs = _mask_predictor_classes(heads.mask_predictor)
-            head = MaskIoUHead(
+        if maskiou is not None:
+            maskiou_head = MaskIoUHead(
                 in_channels=_roi_channels(heads, backbone),
-                num_classes=num_outputs,
-                input_design=maskiou_input,
-                conv_channels=maskiou_conv_channels,
-                num_convs=maskiou_num_convs,
-                fc_dim=maskiou_fc_dim,
+                num_classes=_mask_predictor_classes(heads.mask_predictor),
+                input=maskiou.input,
+                conv_channels=maskiou.conv_channels,
+                num_convs=maskiou.num_convs,
+                fc_dim=maskiou.fc_dim,
                 roi_size=roi_size,
             )
-            if head.needs_highres_features:
+            if maskiou_head.needs_highres_features:
                 highres_pool = MultiScaleRoIAlign(
                     featmap_names=mask_pool.featmap_names,
                     output_size=2 * roi_size,
@@ -115,21 +104,10 @@ class MaskScoringRCNN(MaskRCNN):
                 )
         self.roi_heads = MaskScoringRoIHeads.from_roi_heads(
             heads,
-            maskiou_head=head,
+            maskiou_head=maskiou_head,
             maskiou_roi_pool=highres_pool,
-            maskiou=MaskIoUConfig(
-                target=maskiou_target,
-                tau=maskiou_tau,
-                loss_weight=maskiou_loss_weight,
-                detach_inputs=maskiou_detach_inputs,
-            ),
-            soft_nms=SoftNMSConfig(
-                enabled=soft_nms,
-                method=soft_nms_method,
-                iou_threshold=soft_nms_iou_threshold,
-                sigma=soft_nms_sigma,
-                score_threshold=soft_nms_score_threshold,
-            ),
+            maskiou=maskiou,
+            soft_nms=soft_nms_config,
         )
 
     @classmethod
@@ -220,6 +198,24 @@ class MaskScoringRCNN(MaskRCNN):
     def maskiou_parameters(self):
         """Parameters of the MaskIoU branch (for add-on training on a frozen Mask R-CNN)."""
         return [p for n, p in self.named_parameters() if "maskiou" in n]
+
+
+def _as_config(cls: type, value: Any, name: str) -> Any:
+    """``value`` as a ``cls`` dataclass: given as one, or as a mapping of its fields (a config group),
+    or a bool (``enabled``, for Soft-NMS); ``None`` stays ``None``. Unknown fields are refused."""
+    if value is None or isinstance(value, cls):
+        return value
+    if isinstance(value, bool) and "enabled" in {f.name for f in dataclasses.fields(cls)}:
+        return cls(enabled=value)
+    if isinstance(value, Mapping):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - fields)
+        if unknown:
+            raise ValueError(
+                f"{name}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(f.name for f in dataclasses.fields(cls))}"
+            )
+        return cls(**{k: getattr(v, "value", v) for k, v in value.items()})
+    raise TypeError(f"{name} must be a {cls.__name__} or a mapping of its fields, got {value!r}")
 
 
 def _as_int(size) -> int:

@@ -1,4 +1,4 @@
-"""The MaskIoU branch of Mask Scoring R-CNN: training targets, loss and head (SPEC §2–4).
+"""The MaskIoU branch of Mask Scoring R-CNN: training targets, loss and head (paper Sec. 3.2).
 
 Small pure functions over tensors, composed by :class:`msrcnn.models.roi_heads.MaskScoringRoIHeads`.
 Everything here is vectorised over RoIs; the only Python loops run over images.
@@ -58,7 +58,7 @@ def crop_masks(gt_masks: Tensor, boxes: Tensor, idx: Tensor, size: int) -> Tenso
 
 
 def mask_iou_targets_matched(mask_logits: Tensor, proposals: Tensor, gt_masks: Tensor, idx: Tensor) -> Tensor:
-    """MaskIoU targets (SPEC §3) where RoI ``n`` is matched to the GT mask ``gt_masks[idx[n]]``.
+    """MaskIoU targets (paper Sec. 3.2, with the reference code's area ratio) where RoI ``n`` is matched to the GT mask ``gt_masks[idx[n]]``.
 
     Args:
         mask_logits: ``[N, M, M]`` predicted mask logits of the target class.
@@ -88,7 +88,7 @@ def mask_iou_targets_matched(mask_logits: Tensor, proposals: Tensor, gt_masks: T
 
 
 def mask_iou_targets(mask_logits: Tensor, proposals: Tensor, gt_masks: Tensor) -> Tensor:
-    """MaskIoU training targets, exactly SPEC §3.
+    """MaskIoU training targets (paper Sec. 3.2): the IoU of the binarised predicted mask with the whole GT instance.
 
     Args:
         mask_logits: ``[N, M, M]`` logits of the target class for each RoI.
@@ -110,7 +110,7 @@ def present_class_targets(
     gt_masks: Tensor,
     matched_idxs: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """MaskIoU targets for every class present in each RoI (SPEC §3, Table 5 variants 2 and 3).
+    """MaskIoU targets for every class present in each RoI (paper Sec. 4.3, Table 5 variants 2 and 3).
 
     A class is *present* in a RoI when a GT instance of that class overlaps the RoI (box IoU > 0).
     For the matched GT class the instance is the matched one; for other present classes it is
@@ -155,7 +155,7 @@ def maskiou_loss(
     num_samples: int | Tensor,
     loss_weight: float = 1.0,
 ) -> Tensor:
-    """``loss_weight * sum(weights * 0.5 * (pred - target)^2) / num_samples`` (SPEC §4).
+    """``loss_weight * sum(weights * 0.5 * (pred - target)^2) / num_samples`` (the L2 loss of paper Sec. 3.2).
 
     ``pred``, ``targets`` and ``weights`` are ``[N, C]``; ``weights`` selects the regressed outputs
     (one per sample for ``target_class``). Normalised by the number of training samples, so the
@@ -169,7 +169,7 @@ def maskiou_loss(
 
 
 class MaskIoUHead(nn.Module):
-    """Regresses the IoU of a predicted mask with its GT instance, one output per class (SPEC §2).
+    """Regresses the IoU of a predicted mask with its GT instance, one output per class (paper Sec. 3.2).
 
     Input designs (paper Table 4): ``concat`` (RoI feature ++ max-pooled target-class mask),
     ``multiply`` (feature * pooled mask), ``concat_all`` (feature ++ pooled masks of all classes),
@@ -180,21 +180,21 @@ class MaskIoUHead(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
-        input_design: InputDesign = "concat",
+        input: InputDesign = "concat",
         conv_channels: int = 256,
         num_convs: int = 4,
         fc_dim: int = 1024,
         roi_size: int = 14,
     ) -> None:
         super().__init__()
-        _check_choice("input", input_design, INPUT_DESIGNS)
+        _check_choice("input", input, INPUT_DESIGNS)
         if num_convs < 1:
             raise ValueError(f"num_convs={num_convs} must be >= 1")
-        self.input_design = input_design
+        self.input = input
         self.num_classes = num_classes
-        extra = {"concat": 1, "multiply": 0, "concat_all": num_classes, "concat_highres": 1}[input_design]
+        extra = {"concat": 1, "multiply": 0, "concat_all": num_classes, "concat_highres": 1}[input]
         strides = [1] * (num_convs - 1) + [2]
-        if input_design == "concat_highres":
+        if input == "concat_highres":
             strides = [2] + strides
         layers: list[nn.Module] = []
         channels = in_channels + extra
@@ -222,7 +222,7 @@ class MaskIoUHead(nn.Module):
 
     @property
     def needs_highres_features(self) -> bool:
-        return self.input_design == "concat_highres"
+        return self.input == "concat_highres"
 
     def forward(self, features: Tensor, mask_logits: Tensor, labels: Tensor) -> Tensor:
         """Predicted MaskIoU ``[N, C]`` (unclamped) from RoI features and mask logits ``[N, C, M, M]``.
@@ -230,14 +230,14 @@ class MaskIoUHead(nn.Module):
         ``labels`` ``[N]`` picks the target class (GT class in training, predicted class at test).
         """
         probs = mask_logits.sigmoid()
-        if self.input_design == "concat_all":
+        if self.input == "concat_all":
             mask = probs
         else:
             mask = probs[torch.arange(probs.shape[0], device=probs.device), labels][:, None]
-        if self.input_design != "concat_highres":
+        if self.input != "concat_highres":
             mask = F.max_pool2d(mask, kernel_size=2, stride=2)
         mask = mask.to(features.dtype)
-        x = features * mask if self.input_design == "multiply" else torch.cat([features, mask], dim=1)
+        x = features * mask if self.input == "multiply" else torch.cat([features, mask], dim=1)
         x = self.convs(x).flatten(1)
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))

@@ -17,7 +17,9 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
 
 from msrcnn.models.maskiou import (
+    INPUT_DESIGNS,
     TRAIN_TARGETS,
+    InputDesign,
     MaskIoUHead,
     TrainTarget,
     _check_choice,
@@ -30,7 +32,7 @@ from msrcnn.ops import SOFT_NMS_METHODS, batched_soft_nms
 
 @dataclass(frozen=True)
 class SoftNMSConfig:
-    """Soft-NMS settings (SPEC §5); ``enabled=False`` keeps torchvision's hard NMS."""
+    """Soft-NMS settings (the paper's test setting, paper Sec. 4.1; the config group ``model.soft_nms``); ``enabled=False`` keeps torchvision's hard NMS."""
 
     enabled: bool = False
     method: str = "linear"
@@ -44,14 +46,24 @@ class SoftNMSConfig:
 
 @dataclass(frozen=True)
 class MaskIoUConfig:
-    """Training options of the MaskIoU branch (SPEC §3–4)."""
+    """The MaskIoU head and its training (the config group ``head``, one field per key; paper Sec. 3.2).
 
+    ``input`` (paper Table 4), ``conv_channels``, ``num_convs`` and ``fc_dim`` build the
+    :class:`~msrcnn.models.maskiou.MaskIoUHead`; ``target`` (Table 5), ``tau`` (Table 6, strictly
+    greater), ``loss_weight`` and ``detach_inputs`` set its training.
+    """
+
+    input: InputDesign = "concat"
     target: TrainTarget = "target_class"
     tau: float = 0.0
     loss_weight: float = 1.0
+    conv_channels: int = 256
+    num_convs: int = 4
+    fc_dim: int = 1024
     detach_inputs: bool = False
 
     def __post_init__(self) -> None:
+        _check_choice("input", self.input, INPUT_DESIGNS)
         _check_choice("target", self.target, TRAIN_TARGETS)
         if not 0.0 <= self.tau < 1.0:
             raise ValueError(f"tau={self.tau} must be in [0, 1)")
@@ -226,7 +238,7 @@ class MaskScoringRoIHeads(RoIHeads):
     def _maskiou_loss(
         self, features, roi_features, mask_logits, proposals, image_shapes, targets, matched_idxs
     ):
-        """MaskIoU targets for the positive RoIs, the tau filter and the L2 loss (SPEC §3–4)."""
+        """MaskIoU targets for the positive RoIs, the tau filter and the L2 loss (paper Sec. 3.2; tau: Table 6)."""
         cfg = self.maskiou_cfg
         gt_labels = torch.cat([t["labels"][i] for t, i in zip(targets, matched_idxs)])
         num_classes = mask_logits.shape[1]

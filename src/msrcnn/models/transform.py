@@ -60,7 +60,10 @@ class MaskScoringTransform(GeneralizedRCNNTransform):
         fast_paste: bool = False,
         mask_output: MaskOutput = "image",
     ) -> MaskScoringTransform:
-        """The same transform (sizes, mean/std, divisibility) with the chosen mask output."""
+        """The same transform (sizes, mean/std, divisibility) with the chosen mask output.
+
+        torchvision's private ``_skip_resize`` flag is not carried over: training targets marked
+        ``at_input_size`` are this transform's way of skipping the resize (see :meth:`resize`)."""
         return cls(
             transform.min_size,
             transform.max_size,
@@ -68,7 +71,6 @@ class MaskScoringTransform(GeneralizedRCNNTransform):
             transform.image_std,
             size_divisible=transform.size_divisible,
             fixed_size=transform.fixed_size,
-            _skip_resize=transform._skip_resize,
             fast_paste=fast_paste,
             mask_output=mask_output,
         )

@@ -17,12 +17,10 @@ building the image-size masks.
 
 The loop over masks remains: it costs microseconds per mask, whereas a batched ``grid_sample``
 paste (detectron2's ``_do_paste_mask``) evaluates every pixel of the image for every mask and
-is 2-3x slower than torchvision's on a CPU. The box geometry reaches the host in one transfer
-instead of several scalar reads per mask.
-
-Measured at 100 masks, 800x1333 (``benchmarks/README.md``): 1.1-2x faster than torchvision's;
-the rest is the page faults of the output, and with PyTorch's huge-page allocation
-(``THP_MEM_ALLOC_ENABLE=1``) it is 3-3.6x faster.
+is slower than torchvision's on a CPU. The box geometry reaches the host in one transfer
+instead of several scalar reads per mask. What remains is mostly the page faults of the output,
+which PyTorch's huge-page allocation (``THP_MEM_ALLOC_ENABLE=1``) removes; the timings against
+torchvision's are in ``benchmarks/README.md`` (the paste section).
 """
 
 from __future__ import annotations

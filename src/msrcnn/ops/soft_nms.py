@@ -1,6 +1,6 @@
 """Soft-NMS (Bodla et al., 2017) with Detectron semantics, per class, on CPU and GPU.
 
-torchvision ships hard NMS only. The paper's test setting (SPEC section 5) uses Soft-NMS:
+torchvision ships hard NMS only. The paper's test setting (paper Sec. 4.1, after Detectron) uses Soft-NMS:
 per class, repeatedly take the highest-scoring remaining box ``M`` and rescale every other
 remaining box ``b``
 

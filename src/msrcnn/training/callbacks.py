@@ -13,16 +13,18 @@ log = logging.getLogger("msrcnn.training")
 
 
 class StepLogger(L.Callback):
-    """Logs ``step k/N  loss ...  s/step`` every ``every`` optimizer steps (rank 0 only)."""
+    """Logs ``step k/N  loss ...  s/step`` every ``trainer.log_every_n_steps`` optimizer steps (rank 0 only):
+    the text log follows the metrics logger's cadence, one setting for both."""
 
-    def __init__(self, every: int = 50) -> None:
-        self.every = max(1, int(every))
+    def __init__(self) -> None:
+        self.every = 1
         self._start = 0.0
         self._last_step = 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
         self._last_step = trainer.global_step
+        self.every = max(1, int(trainer.log_every_n_steps))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from msrcnn.atomic import atomic_open
@@ -30,11 +30,18 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _is_local(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a local file: no protocol, or ``file://`` (fsspec's rule: ``s3://...``,
+    ``memory://...`` and chained ``a::b`` URLs are not)."""
+    parts = re.split(r"(::|://)", os.fspath(path), maxsplit=1)
+    return len(parts) == 1 or parts[0] in ("file", "local")
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning ``CheckpointIO`` whose local saves are atomic (see the module docstring)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if not _is_local_file_protocol(path):
+        if not _is_local(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")

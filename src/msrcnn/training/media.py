@@ -6,7 +6,7 @@ The module logs every AP itself (``val/bbox_AP``, ``val/segm_AP``, ``val/segm_cl
 This callback adds, on rank 0, to the run's :class:`~lightning.pytorch.loggers.WandbLogger`
 (keys under ``prefix``, ``val/`` by default):
 
-* ``predictions``: ``num_images`` validation images as ``wandb.Image`` s with the predicted masks as
+* ``predictions``: ``log_images`` validation images as ``wandb.Image`` s with the predicted masks as
   a mask overlay (``masks=``, class labels) and boxes (``boxes=``) carrying each detection's class,
   class score, predicted MaskIoU and mask score (W&B's image panel toggles classes and filters
   boxes by score);
@@ -143,7 +143,7 @@ class WandbMedia(L.Callback):
     """Logs evaluation media to the trainer's ``WandbLogger`` after each evaluation (no-op without one).
 
     Args:
-        num_images: validation images drawn with their predictions (``logger.log_images``).
+        log_images: validation images drawn with their predictions (``logger.log_images``).
         max_instances: detections drawn per image (best mask score first).
         min_score: detections with a lower mask score are not drawn...
         min_instances: ...except the best ``min_instances`` of each image (early in training).
@@ -153,14 +153,14 @@ class WandbMedia(L.Callback):
 
     def __init__(
         self,
-        num_images: int = 4,
+        log_images: int = 4,
         max_instances: int = 10,
         min_score: float = 0.05,
         min_instances: int = 3,
         max_table_rows: int = 10000,
         prefix: str = "val/",
     ) -> None:
-        self.num_images = int(num_images)
+        self.log_images = int(log_images)
         self.max_instances = int(max_instances)
         self.min_score = float(min_score)
         self.min_instances = int(min_instances)
@@ -204,7 +204,7 @@ class WandbMedia(L.Callback):
         records = list(getattr(evaluator, "all_records", []) or [])
         if records:
             class_names = self._class_names(evaluator)
-            if self.num_images > 0:
+            if self.log_images > 0:
                 images = self._prediction_images(trainer, records, class_names)
                 if images:
                     media[f"{p}predictions"] = images
@@ -249,7 +249,7 @@ class WandbMedia(L.Callback):
         if dataset is None:
             return []
         index_of = {int(image_id): k for k, image_id in enumerate(np.asarray(dataset.image_ids).tolist())}
-        chosen = [r for r in records if len(r) and r.image_id in index_of][: self.num_images]
+        chosen = [r for r in records if len(r) and r.image_id in index_of][: self.log_images]
         # mask and box class ids: 1..N in the category order (W&B masks are 8-bit; 0 is background)
         ids = sorted(class_names) or sorted({int(c) for r in chosen for c in r.labels.tolist()})
         class_index = {cat_id: k + 1 for k, cat_id in enumerate(ids)}

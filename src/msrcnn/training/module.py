@@ -81,6 +81,10 @@ class MaskScoringModule(L.LightningModule):
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if config:
+            from msrcnn.models.checkpoint import upgrade_config
+
+            config = upgrade_config(config)  # an older checkpoint's hyper-parameters, under today's names
         if model is None:
             model = _model_of_config(config or {})
         self.model = model
@@ -159,11 +163,11 @@ class MaskScoringModule(L.LightningModule):
         total_steps = int(self.trainer.estimated_stepping_batches)
         self.schedule = StepSchedule(
             total_steps,
-            step_epochs=cfg["lr_step_epochs"],
+            lr_step_epochs=cfg["lr_step_epochs"],
             schedule_epochs=cfg["schedule_epochs"],
             warmup_steps=int(cfg["warmup_steps"]),
             warmup_factor=float(cfg["warmup_factor"]),
-            gamma=float(cfg["lr_gamma"]),
+            lr_gamma=float(cfg["lr_gamma"]),
         )
         log.info(
             "optimizer %s: lr %.4g for a total batch of %d, %d steps, LR steps at %s",

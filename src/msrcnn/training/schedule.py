@@ -1,4 +1,4 @@
-"""Learning-rate schedule of the paper (SPEC §6): linear warm-up, then steps at fixed fractions."""
+"""Learning-rate schedule of the paper (paper Sec. 4.1, after Detectron): linear warm-up, then steps at fixed fractions."""
 
 from __future__ import annotations
 
@@ -36,27 +36,28 @@ def lr_factor(
 class StepSchedule:
     """The LR multiplier of a run whose length may be re-planned while it trains.
 
-    The paper's steps sit at fixed fractions (``step_epochs / schedule_epochs``) of ``total_steps``,
+    The paper's steps sit at fixed fractions (``lr_step_epochs / schedule_epochs``) of ``total_steps``,
     so when :class:`~msrcnn.training.callbacks.TimeBudget` shortens a run, :meth:`replan` moves them
     with it and the run still ends with its decayed LR. A callable object rather than a function,
-    so ``LambdaLR.state_dict`` saves (and a resumed run restores) the planned length.
+    so ``LambdaLR.state_dict`` saves (and a resumed run restores) the planned length. Its arguments are
+    the ``optim`` group's keys of the same names.
     """
 
     def __init__(
         self,
         total_steps: int,
         *,
-        step_epochs: Sequence[float],
+        lr_step_epochs: Sequence[float],
         schedule_epochs: float,
         warmup_steps: int,
         warmup_factor: float,
-        gamma: float,
+        lr_gamma: float,
     ) -> None:
-        self.step_epochs = [float(e) for e in step_epochs]
+        self.lr_step_epochs = [float(e) for e in lr_step_epochs]
         self.schedule_epochs = float(schedule_epochs)
         self.warmup_steps = int(warmup_steps)
         self.warmup_factor = float(warmup_factor)
-        self.gamma = float(gamma)
+        self.lr_gamma = float(lr_gamma)
         self.total_steps = 0
         self.milestones: list[int] = []
         self.replan(total_steps)
@@ -64,7 +65,7 @@ class StepSchedule:
     def replan(self, total_steps: int) -> list[int]:
         """Sets the run length; returns the new LR milestones."""
         self.total_steps = int(total_steps)
-        self.milestones = milestone_steps(self.step_epochs, self.schedule_epochs, self.total_steps)
+        self.milestones = milestone_steps(self.lr_step_epochs, self.schedule_epochs, self.total_steps)
         return self.milestones
 
     def __call__(self, step: int) -> float:
@@ -73,5 +74,5 @@ class StepSchedule:
             warmup_steps=self.warmup_steps,
             warmup_factor=self.warmup_factor,
             milestones=self.milestones,
-            gamma=self.gamma,
+            gamma=self.lr_gamma,
         )
