@@ -26,8 +26,12 @@ from torchvision import tv_tensors
 from msrcnn.data.errors import LOGGER, DataError
 from msrcnn.data.images import read_image
 from msrcnn.data.masks import EncodedMasks
+from msrcnn.data.transforms import ResizeToInput
 
 Target = dict[str, torch.Tensor]
+
+DEFAULT_CACHE_BYTES = 512 * 2**20
+"""Per process: the resized training split is cached when it fits (see :class:`CocoInstanceDataset`)."""
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 
 _IMAGE_KEYS = ("id", "file_name", "width", "height")
@@ -417,6 +421,21 @@ def _plain(value: Any) -> Any:
     return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else value
 
 
+def _storages(image: Any, target: Mapping[str, Any]) -> frozenset[int]:
+    """Addresses of the memory the tensors of a sample live in."""
+    values = [image, *target.values()]
+    return frozenset(v.untyped_storage().data_ptr() for v in values if isinstance(v, torch.Tensor))
+
+
+def _own(value: Any, cached: frozenset[int]) -> Any:
+    """:func:`_plain`, copied when its memory is in ``cached``: the caller may modify a returned tensor,
+    and a DataLoader worker moves it into shared memory, but the cached one must stay as it is."""
+    value = _plain(value)
+    if isinstance(value, torch.Tensor) and value.untyped_storage().data_ptr() in cached:
+        return value.clone()
+    return value
+
+
 def _log_stats(name: str, source: str, stats: SplitStats, drop_empty: bool) -> None:
     """Report what set-up kept and dropped; a warning when annotations had to be dropped."""
     dropped = (
@@ -456,6 +475,12 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
     ``at_input_size`` so the model does not resize again; ``transforms`` (v2, e.g. a flip) follow.
     ``with_masks=False`` leaves the masks out of the targets (evaluation reads the json instead).
     Images and targets come out as plain tensors.
+
+    With a :class:`~msrcnn.data.transforms.ResizeToInput` ``resize``, the resized image and target
+    of each (image, input size) are kept in memory and reused by later epochs (only the random
+    ``transforms`` run again) when the whole split at every input size fits in ``cache_bytes``
+    (an upper bound is computed from the image sizes and instance counts); each DataLoader worker
+    keeps its own cache, which lasts with ``persistent_workers``. ``cache_bytes=0`` turns it off.
     """
 
     def __init__(
@@ -470,6 +495,7 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
         drop_empty: bool = False,
         require_annotations: bool = True,
         name: str | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.img_dir = Path(img_dir)
@@ -500,7 +526,13 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
         self._object_sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).astype(
             np.float32
         )
+        self._instance_counts = np.array([len(record["annotations"]) for record in kept], dtype=np.int64)
         self._records = _PackedRecords(kept)
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[tuple[int, int, int], tuple[Any, dict[str, Any], frozenset[int]]] = {}
+        self._cache_key: tuple[Any, ...] | None = None
+        self._cache_fits = False
+        self.cache_hits = 0
         _log_stats(self.name, source, self.stats, drop_empty)
 
     @staticmethod
@@ -526,6 +558,13 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
     def __len__(self) -> int:
         return len(self._records)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers started by pickling (spawn) build their own cache; a forked worker starts with a copy.
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        state["_cache_key"] = None
+        return state
+
     def image_sizes(self) -> np.ndarray:
         """``[N, 2]`` heights and widths of the images, from the annotation file."""
         return self._sizes.copy()
@@ -538,17 +577,67 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
         """Width / height of every image, from the annotation file (no image is opened)."""
         return self._sizes[:, 1] / self._sizes[:, 0]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+    def _load(self, index: int) -> tuple[Any, dict[str, Any]]:
+        """Image (a ``tv_tensors.Image``) and target of one item as stored: nothing resized or decoded."""
         record = self._records[index]
         image = tv_tensors.Image(
             read_image(self.img_dir / record["file_name"], record["id"], (record["height"], record["width"]))
         )
-        target = build_target(record, masks=self.with_masks)
-        if self.resize is not None:
-            image, target = self.resize(image, target)
+        return image, build_target(record, masks=self.with_masks)
+
+    def cache_fits(self) -> bool:
+        """Whether the resized split, at every input size ``resize`` can draw, fits in ``cache_bytes``
+        (upper bound: float32 RGB image and one uint8 plane per instance, at each size)."""
+        resize = self.resize
+        if not isinstance(resize, ResizeToInput) or self.cache_bytes <= 0:
+            return False
+        key = (tuple(resize.min_sizes), resize.max_size, self.cache_bytes, self.with_masks)
+        if key != self._cache_key:  # the input size changed (set_input_size): start again
+            self._cache.clear()
+            self._cache_key = key
+            per_pixel = 12 + (self._instance_counts if self.with_masks else 0)
+            total = 0
+            for min_size in set(resize.min_sizes):
+                scale = np.minimum(
+                    min_size / self._sizes.min(axis=1), resize.max_size / self._sizes.max(axis=1)
+                )
+                heights = (self._sizes[:, 0] * scale).astype(np.int64)
+                widths = (self._sizes[:, 1] * scale).astype(np.int64)
+                total += int((per_pixel * (heights + 1) * (widths + 1) + 4096).sum())
+            self._cache_fits = total <= self.cache_bytes
+        return self._cache_fits
+
+    def _resized(self, index: int) -> tuple[Any, dict[str, Any], frozenset[int]]:
+        """Image and target at the input size drawn for this item (from the cache when possible), and
+        the memory of the cached tensors among them (see :func:`_own`)."""
+        resize = self.resize
+        if not self.cache_fits():
+            image, target = resize(*self._load(index))
             target["at_input_size"] = torch.tensor(True)
+            return image, target, frozenset()
+        assert isinstance(resize, ResizeToInput)
+        height, width = (int(side) for side in self._sizes[index])
+        size = resize.draw_size(height, width)
+        key = (index, *size)
+        cached = self._cache.get(key)
+        if cached is None:
+            image, target = resize.at_size(self._load(index), size)
+            target["at_input_size"] = torch.tensor(True)
+            if isinstance(target.get("masks"), EncodedMasks):
+                target["masks"] = tv_tensors.Mask(target["masks"].decode())
+            self._cache[key] = cached = (image, target, _storages(image, target))
+        else:
+            self.cache_hits += 1
+        return cached[0], dict(cached[1]), cached[2]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        cached: frozenset[int] = frozenset()
+        if self.resize is not None:
+            image, target, cached = self._resized(index)
+        else:
+            image, target = self._load(index)
         if isinstance(target.get("masks"), EncodedMasks):
             target["masks"] = tv_tensors.Mask(target["masks"].decode())
         if self.transforms is not None:
             image, target = self.transforms(image, target)
-        return _plain(image), {key: _plain(value) for key, value in target.items()}
+        return _own(image, cached), {key: _own(value, cached) for key, value in target.items()}

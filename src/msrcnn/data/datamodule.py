@@ -120,6 +120,9 @@ class DetectionDataModule(L.LightningDataModule):
     ``min_size`` / ``max_size`` unless set otherwise; the workers resize image, boxes and masks
     (decoded directly at that size) and the model's own resize then leaves them alone. With
     ``train_min_size=None`` training masks are decoded at full resolution and the model resizes.
+    When the resized training split fits in ``train_dataset.cache_bytes`` (512 MiB per worker by
+    default), each worker keeps the resized samples it loads and later epochs only redo the random
+    flip (see :class:`~msrcnn.data.coco.CocoInstanceDataset`; ``persistent_workers`` keeps them).
     Validation and test targets carry no masks (the evaluation reads the annotation file).
     """
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.transforms import v2
@@ -80,18 +81,34 @@ class ResizeToInput(v2.Transform):
         self.min_sizes = sizes
         self.max_size = int(max_size)
 
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+    def draw_size(self, height: int, width: int) -> tuple[int, int]:
+        """The input size of a ``height x width`` image: one of ``min_sizes`` drawn from torch's global
+        generator (no draw when there is only one), as :meth:`make_params` does."""
+        choice = int(torch.randint(len(self.min_sizes), ()).item()) if len(self.min_sizes) > 1 else 0
+        return input_size(int(height), int(width), self.min_sizes[choice], self.max_size)
+
+    def _params(self, flat_inputs: list[Any], size: tuple[int, int] | None) -> dict[str, Any]:
         images = [inpt for inpt in flat_inputs if isinstance(inpt, tv_tensors.Image)]
         if len(images) != 1:
             raise TypeError(
                 f"ResizeToInput needs exactly one tv_tensors.Image in the sample, got {len(images)}"
             )
-        height, width = images[0].shape[-2:]
-        choice = int(torch.randint(len(self.min_sizes), ()).item()) if len(self.min_sizes) > 1 else 0
-        return {
-            "original": (int(height), int(width)),
-            "size": input_size(int(height), int(width), self.min_sizes[choice], self.max_size),
-        }
+        height, width = (int(side) for side in images[0].shape[-2:])
+        if size is None:
+            size = self.draw_size(height, width)
+        return {"original": (height, width), "size": (int(size[0]), int(size[1]))}
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return self._params(flat_inputs, None)
+
+    def at_size(self, sample: Any, size: tuple[int, int]) -> Any:
+        """``self(sample)`` with the input size given instead of drawn (e.g. by an earlier
+        :meth:`draw_size`): no random number is used."""
+        flat_inputs, spec = tree_flatten(sample)
+        needs = self._needs_transform_list(flat_inputs)
+        params = self._params([inpt for inpt, need in zip(flat_inputs, needs) if need], size)
+        outputs = [self.transform(inpt, params) if need else inpt for inpt, need in zip(flat_inputs, needs)]
+        return tree_unflatten(outputs, spec)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         size = params["size"]
