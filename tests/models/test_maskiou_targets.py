@@ -97,3 +97,30 @@ def test_present_classes_cover_overlapping_instances():
     expected = mask_iou_targets(logits[:, 2], proposals, masks[1:2])
     assert torch.allclose(targets[0, 2], expected[0])
     assert targets[0, 3] == 0
+
+
+def test_targets_and_mask_loss_use_only_the_matched_masks() -> None:
+    """A crowded image: 60 GT instances, 7 positive RoIs matched to 4 of them. The targets and
+    torchvision's mask loss computed on the matched masks (``used_masks``) equal those computed
+    with every instance, and the per-instance work is done on 4 masks, not 60."""
+    from torchvision.models.detection.roi_heads import maskrcnn_loss
+
+    from msrcnn.models.maskiou import mask_iou_targets_matched, used_masks
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand((60, 48, 64), generator=g) > 0.6
+    labels = torch.randint(1, 5, (60,), generator=g)
+    idx = torch.tensor([41, 3, 41, 17, 3, 58, 17])
+    boxes = torch.tensor([[4.0, 2, 30, 40], [0, 0, 63, 47], [10, 5, 20, 15], [33, 8, 60, 44]] * 2)[:7]
+    logits = torch.randn((7, 5, 28, 28), generator=g)
+    own = logits[torch.arange(7), labels[idx]]
+
+    used, remapped = used_masks(idx)
+    assert used.tolist() == [3, 17, 41, 58]
+    assert torch.equal(used[remapped], idx)
+    expected = mask_iou_targets(own, boxes, masks[idx])  # one explicit mask per RoI
+    assert torch.allclose(mask_iou_targets_matched(own, boxes, masks, idx), expected)
+
+    full = maskrcnn_loss(logits, [boxes], [masks], [labels], [idx])
+    subset = maskrcnn_loss(logits, [boxes], [masks[used]], [labels[used]], [remapped])
+    assert torch.allclose(full, subset)

@@ -50,6 +50,15 @@ def mask_area_in_boxes(sat: Tensor, boxes: Tensor, idx: Tensor) -> Tensor:
     return area.to(torch.float32)
 
 
+def used_masks(idx: Tensor) -> tuple[Tensor, Tensor]:
+    """``(used, remapped)``: the GT masks that ``idx`` refers to, and ``idx`` into ``gt_masks[used]``.
+
+    An image can hold hundreds of instances while the RoI heads sample a few dozen positives, so the
+    per-instance work (integral images, float copies for RoIAlign) is done on the matched ones only.
+    """
+    return torch.unique(idx, return_inverse=True)
+
+
 def crop_masks(gt_masks: Tensor, boxes: Tensor, idx: Tensor, size: int) -> Tensor:
     """RoIAlign crop of mask ``idx[n]`` inside ``boxes[n]`` at ``size x size``, binarised at 0.5."""
     rois = torch.cat([idx.to(boxes)[:, None], boxes], dim=1)
@@ -76,6 +85,8 @@ def mask_iou_targets_matched(mask_logits: Tensor, proposals: Tensor, gt_masks: T
         if n == 0:
             return mask_logits.new_zeros((0,), dtype=torch.float32)
         proposals = proposals.float()
+        used, idx = used_masks(idx)
+        gt_masks = gt_masks[used]
         pred = mask_logits > 0
         crop = crop_masks(gt_masks, proposals, idx, m)
         full_area = gt_masks.flatten(1).sum(1, dtype=torch.float32)[idx]

@@ -26,6 +26,7 @@ from msrcnn.models.maskiou import (
     mask_iou_targets_matched,
     maskiou_loss,
     present_class_targets,
+    used_masks,
 )
 from msrcnn.ops import SOFT_NMS_METHODS, batched_soft_nms
 
@@ -199,10 +200,15 @@ class MaskScoringRoIHeads(RoIHeads):
         mask_logits = self.mask_predictor(self.mask_head(roi_features)).float()
 
         if self.training:
-            gt_masks = [t["masks"] for t in targets]
-            gt_labels = [t["labels"] for t in targets]
+            # torchvision's mask loss copies every GT mask to float for its RoIAlign: give it the
+            # matched ones only (a crowded image has hundreds of instances, a few dozen positives)
+            used = [used_masks(i) for i in pos_matched_idxs]
             losses["loss_mask"] = maskrcnn_loss(
-                mask_logits, mask_proposals, gt_masks, gt_labels, pos_matched_idxs
+                mask_logits,
+                mask_proposals,
+                [t["masks"][u] for t, (u, _) in zip(targets, used)],
+                [t["labels"][u] for t, (u, _) in zip(targets, used)],
+                [i for _, i in used],
             )
             if self.maskiou_head is not None:
                 losses["loss_maskiou"] = self._maskiou_loss(
