@@ -58,9 +58,21 @@ def test_eval_script_reproduces_the_final_evaluation(trained_run, tmp_path, shap
     )
     a = json.loads((out / "results.json").read_text())
     b = json.loads((tmp_path / "results.json").read_text())
-    for key in ("bbox", "segm", "segm_cls", "segm_oracle", "maskiou_pearson", "num_images"):
+    for key in ("bbox", "segm", "segm_cls", "segm_oracle", "num_images"):
         assert a[key] == b[key], key
-    assert (tmp_path / "detections_segm.json").read_text() == (out / "detections_segm.json").read_text()
+    # The demo tests with Soft-NMS: its scores, and the MaskIoU head's outputs on the boxes it keeps,
+    # can differ between the two processes at float32 rounding level (the APs above are identical);
+    # the detections themselves (image, class, mask) are equal.
+    assert b["maskiou_pearson"] == pytest.approx(a["maskiou_pearson"], rel=1e-4)
+    trained = json.loads((out / "detections_segm.json").read_text())
+    evaluated = json.loads((tmp_path / "detections_segm.json").read_text())
+    assert len(trained) == len(evaluated) > 0
+    floats = ("score", "class_score", "mask_iou")
+    for x, y in zip(trained, evaluated):
+        assert {k: v for k, v in x.items() if k not in floats} == {
+            k: v for k, v in y.items() if k not in floats
+        }
+        assert [y[k] for k in floats] == pytest.approx([x[k] for k in floats], rel=1e-4, abs=1e-6)
 
 
 def test_resume_continues_from_the_checkpoint(trained_run, tmp_path, shapes_dir):

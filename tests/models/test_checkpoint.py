@@ -67,8 +67,10 @@ def test_from_checkpoint_gives_the_trained_model_in_eval_mode_with_its_classes(t
     with torch.no_grad():
         want, got = model([image])[0], loaded([image])[0]
     assert torch.equal(want["boxes"], got["boxes"]) and torch.equal(want["mask_ious"], got["mask_ious"])
+    assert loaded.roi_heads.soft_nms.enabled == model.roi_heads.soft_nms.enabled  # as trained
     soft = MaskScoringRCNN.from_checkpoint(path, soft_nms=True)
-    assert soft.roi_heads.soft_nms.enabled and not loaded.roi_heads.soft_nms.enabled
+    hard = MaskScoringRCNN.from_checkpoint(path, soft_nms=False)
+    assert soft.roi_heads.soft_nms.enabled and not hard.roi_heads.soft_nms.enabled
 
 
 def test_the_models_package_loads_a_checkpoint_without_lightning_or_hydra(trained):
