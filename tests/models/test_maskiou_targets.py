@@ -115,9 +115,11 @@ def test_targets_and_mask_loss_use_only_the_matched_masks() -> None:
     logits = torch.randn((7, 5, 28, 28), generator=g)
     own = logits[torch.arange(7), labels[idx]]
 
-    used, remapped = used_masks(idx)
+    used, remapped = used_masks(idx, len(masks))
     assert used.tolist() == [3, 17, 41, 58]
     assert torch.equal(used[remapped], idx)
+    everything, same = used_masks(idx, 7)  # no more instances than RoIs: all of them, no copy
+    assert everything == slice(None) and same is idx
     expected = mask_iou_targets(own, boxes, masks[idx])  # one explicit mask per RoI
     assert torch.allclose(mask_iou_targets_matched(own, boxes, masks, idx), expected)
 

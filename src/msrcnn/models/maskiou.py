@@ -50,12 +50,16 @@ def mask_area_in_boxes(sat: Tensor, boxes: Tensor, idx: Tensor) -> Tensor:
     return area.to(torch.float32)
 
 
-def used_masks(idx: Tensor) -> tuple[Tensor, Tensor]:
+def used_masks(idx: Tensor, num_masks: int) -> tuple[Tensor | slice, Tensor]:
     """``(used, remapped)``: the GT masks that ``idx`` refers to, and ``idx`` into ``gt_masks[used]``.
 
     An image can hold hundreds of instances while the RoI heads sample a few dozen positives, so the
     per-instance work (integral images, float copies for RoIAlign) is done on the matched ones only.
+    When the image has no more instances than RoIs (COCO's usual case) it returns ``slice(None)`` and
+    ``idx`` unchanged: no copy, and none of ``torch.unique``'s host sync on a GPU.
     """
+    if num_masks <= idx.numel():
+        return slice(None), idx
     return torch.unique(idx, return_inverse=True)
 
 
@@ -85,7 +89,7 @@ def mask_iou_targets_matched(mask_logits: Tensor, proposals: Tensor, gt_masks: T
         if n == 0:
             return mask_logits.new_zeros((0,), dtype=torch.float32)
         proposals = proposals.float()
-        used, idx = used_masks(idx)
+        used, idx = used_masks(idx, gt_masks.shape[0])
         gt_masks = gt_masks[used]
         pred = mask_logits > 0
         crop = crop_masks(gt_masks, proposals, idx, m)

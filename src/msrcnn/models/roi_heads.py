@@ -202,7 +202,7 @@ class MaskScoringRoIHeads(RoIHeads):
         if self.training:
             # torchvision's mask loss copies every GT mask to float for its RoIAlign: give it the
             # matched ones only (a crowded image has hundreds of instances, a few dozen positives)
-            used = [used_masks(i) for i in pos_matched_idxs]
+            used = [used_masks(i, len(t["masks"])) for t, i in zip(targets, pos_matched_idxs)]
             losses["loss_mask"] = maskrcnn_loss(
                 mask_logits,
                 mask_proposals,
