@@ -10,11 +10,19 @@ import torch
 from torchvision.ops import box_iou
 
 from msrcnn.ops import SOFT_NMS_METHODS, batched_soft_nms, soft_nms
+from msrcnn.ops.soft_nms import IOU_THRESHOLD, SCORE_THRESHOLD, SIGMA
 
 MODULE = importlib.import_module("msrcnn.ops.soft_nms")  # the attribute is shadowed by the function
 
 
-def reference_soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=1e-3, method="linear"):
+def reference_soft_nms(
+    boxes,
+    scores,
+    iou_threshold=IOU_THRESHOLD,
+    sigma=SIGMA,
+    score_threshold=SCORE_THRESHOLD,
+    method="linear",
+):
     """Textbook single-class Soft-NMS; returns {input index: new score}."""
     iou = box_iou(boxes, boxes).double().tolist()
     remaining = {i: float(s) for i, s in enumerate(scores.double().tolist()) if s >= score_threshold}
@@ -95,7 +103,7 @@ def test_pair_budget_does_not_change_the_result(monkeypatch):
     scores = torch.rand(200, generator=g)
     idxs = torch.randint(0, 6, (200,), generator=g)
     expected = batched_soft_nms(boxes, scores, idxs)
-    monkeypatch.setattr(MODULE, "_PAIR_BUDGET", 1)
+    monkeypatch.setattr(MODULE, "_PAIR_BUDGET", {False: 1, True: 1})
     keep, new_scores = batched_soft_nms(boxes, scores, idxs)
     assert torch.equal(keep, expected[0])
     assert torch.equal(new_scores, expected[1])
@@ -168,7 +176,7 @@ def test_empty_input():
 
 
 def test_all_below_threshold_returns_empty():
-    keep, new_scores = soft_nms(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([1e-4]))
+    keep, new_scores = soft_nms(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([SCORE_THRESHOLD / 2]))
     assert keep.numel() == 0 and new_scores.numel() == 0
 
 

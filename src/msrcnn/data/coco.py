@@ -613,7 +613,7 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
         resize = self.resize
         if not self.cache_fits():
             image, target = resize(*self._load(index))
-            target["at_input_size"] = torch.tensor(True)
+            target["at_input_size"] = True  # a Python bool: reading it on a GPU run costs no host sync
             return image, target, frozenset()
         assert isinstance(resize, ResizeToInput)
         height, width = (int(side) for side in self._sizes[index])
@@ -622,7 +622,7 @@ class CocoInstanceDataset(Dataset[tuple[torch.Tensor, Target]]):
         cached = self._cache.get(key)
         if cached is None:
             image, target = resize.at_size(self._load(index), size)
-            target["at_input_size"] = torch.tensor(True)
+            target["at_input_size"] = True  # a Python bool: reading it on a GPU run costs no host sync
             if isinstance(target.get("masks"), EncodedMasks):
                 target["masks"] = tv_tensors.Mask(target["masks"].decode())
             self._cache[key] = cached = (image, target, _storages(image, target))

@@ -11,11 +11,14 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import MultiScaleRoIAlign as _TorchvisionMultiScaleRoIAlign
 
+from msrcnn.models.box_coder import BoxCoder
 from msrcnn.models.maskiou import MaskIoUHead
 from msrcnn.models.roi_heads import MaskIoUConfig, MaskScoringRoIHeads, SoftNMSConfig
+from msrcnn.models.rpn import RegionProposalNetwork
 from msrcnn.models.transform import MaskOutput, MaskScoringTransform
+from msrcnn.ops.poolers import MultiScaleRoIAlign
 
 
 class MaskScoringRCNN(MaskRCNN):
@@ -39,8 +42,9 @@ class MaskScoringRCNN(MaskRCNN):
             ``linear``/``gaussian``, ``iou_threshold`` (Nt), ``sigma``, ``score_threshold``);
             ``True``/``False`` switches it on with the default values / off.
         fast_mask_paste: paste the masks into the image with :func:`msrcnn.ops.paste.paste_masks_in_image`
-            (one output allocation instead of a canvas per detection; the same masks, bit for bit).
-            Default False: torchvision's paste.
+            (default True): on a CPU one output allocation instead of a canvas per detection, the same
+            masks bit for bit; on a GPU all masks at once with no host sync (to float32 rounding).
+            False: torchvision's paste, which reads each box's corners on the host (8 syncs a mask).
         mask_output: ``"image"`` (default, torchvision's ``masks`` ``[K, 1, H, W]`` pasted into the
             image) or ``"roi"`` (``roi_masks`` ``[K, 1, 28, 28]`` in box coordinates plus ``image_size``,
             no paste: what the COCO evaluation needs). Settable later (``model.mask_output = "roi"``,
@@ -66,7 +70,7 @@ class MaskScoringRCNN(MaskRCNN):
         *,
         head: MaskIoUConfig | Mapping[str, Any] | None = MaskIoUConfig(),  # noqa: B008 - frozen
         soft_nms: SoftNMSConfig | Mapping[str, Any] | bool = False,
-        fast_mask_paste: bool = False,
+        fast_mask_paste: bool = True,
         mask_output: MaskOutput = "image",
         **kwargs,
     ) -> None:
@@ -75,11 +79,16 @@ class MaskScoringRCNN(MaskRCNN):
         self.class_names: list[str] | None = None
         self.category_ids: list[int] | None = None
         self.config: dict[str, Any] | None = None
+        # torchvision's RPN and RoIAlign poolers with fewer host syncs on a GPU (msrcnn.ops.gpu_paths)
+        self.rpn = RegionProposalNetwork.from_rpn(self.rpn)
+        self.rpn.box_coder = BoxCoder.from_box_coder(self.rpn.box_coder)
         self.rpn.head.register_forward_hook(_float32_rpn_outputs)
         self.transform = MaskScoringTransform.from_transform(
             self.transform, fast_paste=fast_mask_paste, mask_output=mask_output
         )
         heads = self.roi_heads
+        heads.box_roi_pool = _sync_light_pooler(heads.box_roi_pool)
+        heads.mask_roi_pool = _sync_light_pooler(heads.mask_roi_pool)
         mask_pool: MultiScaleRoIAlign = heads.mask_roi_pool
         roi_size = _as_int(mask_pool.output_size)
         maskiou = _as_config(MaskIoUConfig, head, "head")
@@ -109,6 +118,7 @@ class MaskScoringRCNN(MaskRCNN):
             maskiou=maskiou,
             soft_nms=soft_nms_config,
         )
+        self.roi_heads.box_coder = BoxCoder.from_box_coder(self.roi_heads.box_coder)
 
     @classmethod
     def from_checkpoint(
@@ -240,6 +250,14 @@ def _roi_channels(heads, backbone: nn.Module) -> int:
         if isinstance(module, nn.Conv2d):
             return module.in_channels
     return backbone.out_channels
+
+
+def _sync_light_pooler(pooler: nn.Module) -> nn.Module:
+    """torchvision's ``MultiScaleRoIAlign`` as :class:`msrcnn.ops.poolers.MultiScaleRoIAlign` (same
+    outputs, one host sync per call on a GPU); any other pooler is kept as given."""
+    if type(pooler) is _TorchvisionMultiScaleRoIAlign:
+        return MultiScaleRoIAlign.from_pooler(pooler)
+    return pooler
 
 
 def _float32_rpn_outputs(module: nn.Module, args: tuple, output: tuple) -> tuple:

@@ -29,6 +29,9 @@ from msrcnn.models.maskiou import (
     used_masks,
 )
 from msrcnn.ops import SOFT_NMS_METHODS, batched_soft_nms
+from msrcnn.ops.gpu_paths import use_gpu_paths
+from msrcnn.ops.nms import batched_nms
+from msrcnn.ops.soft_nms import IOU_THRESHOLD, SCORE_THRESHOLD, SIGMA
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,9 @@ class SoftNMSConfig:
 
     enabled: bool = False
     method: str = "linear"
-    iou_threshold: float = 0.5
-    sigma: float = 0.5
-    score_threshold: float = 1e-4
+    iou_threshold: float = IOU_THRESHOLD
+    sigma: float = SIGMA
+    score_threshold: float = SCORE_THRESHOLD
 
     def __post_init__(self) -> None:
         _check_choice("soft_nms.method", self.method, SOFT_NMS_METHODS)
@@ -68,6 +71,22 @@ class MaskIoUConfig:
         _check_choice("target", self.target, TRAIN_TARGETS)
         if not 0.0 <= self.tau < 1.0:
             raise ValueError(f"tau={self.tau} must be in [0, 1)")
+
+
+def positive_indices(labels: list[Tensor]) -> list[Tensor]:
+    """Per image, the indices of its sampled RoIs with a foreground label (``torch.where(labels > 0)``).
+
+    On a GPU (:mod:`msrcnn.ops.gpu_paths`) one ``nonzero`` over the batch and one read of the per-image
+    counts, instead of a ``nonzero`` per image."""
+    if len(labels) <= 2 or not use_gpu_paths(labels[0].device):
+        return [torch.where(lab > 0)[0] for lab in labels]
+    sizes = [lab.shape[0] for lab in labels]
+    flat = torch.nonzero(torch.cat(labels) > 0).squeeze(1)
+    starts = torch.tensor([0] + sizes[:-1], device=flat.device).cumsum(0)
+    image = torch.bucketize(flat, starts, right=True) - 1
+    counts = torch.zeros(len(labels), dtype=torch.int64, device=flat.device)
+    counts = counts.index_add_(0, image, torch.ones_like(image)).tolist()
+    return [(part - start) for part, start in zip(flat.split(counts), starts.unbind())]
 
 
 class MaskScoringRoIHeads(RoIHeads):
@@ -124,10 +143,18 @@ class MaskScoringRoIHeads(RoIHeads):
         )
 
     # ------------------------------------------------------------------ inference
-    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
-        """torchvision's post-processing, with batched Soft-NMS in place of NMS when enabled."""
-        if not self.soft_nms.enabled:
-            return super().postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+    # torchvision 0.2x RoIHeads.postprocess_detections, with batched Soft-NMS in place of NMS when enabled and,
+    # on the GPU path, one nonzero for both filters and msrcnn.ops.nms.batched_nms (see msrcnn.ops.gpu_paths).
+    def postprocess_detections(
+        self,
+        class_logits: Tensor,
+        box_regression: Tensor,
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Per image: decoded, clipped boxes of every foreground class whose score exceeds ``score_thresh``
+        and whose sides are at least 0.01 px, after per-class NMS (or Soft-NMS, whose rescaled scores are
+        returned), the ``detections_per_img`` best by decreasing score."""
         num_classes = class_logits.shape[-1]
         boxes_per_image = [p.shape[0] for p in proposals]
         pred_boxes = self.box_coder.decode(box_regression, proposals).split(boxes_per_image, 0)
@@ -136,32 +163,47 @@ class MaskScoringRoIHeads(RoIHeads):
         for boxes, scores, image_shape in zip(pred_boxes, pred_scores, image_shapes):
             boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
             labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
+            # every foreground class prediction is an instance of its own
             boxes, scores, labels = (
                 boxes[:, 1:].reshape(-1, 4),
                 scores[:, 1:].reshape(-1),
                 labels[:, 1:].reshape(-1),
             )
-            inds = torch.where(scores > self.score_thresh)[0]
-            boxes, scores, labels = boxes[inds], scores[inds], labels[inds]
-            keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+            if use_gpu_paths(boxes.device):
+                sides = boxes[:, 2:] - boxes[:, :2]
+                keep = torch.nonzero((scores > self.score_thresh) & (sides >= 1e-2).all(dim=1)).squeeze(1)
+            else:
+                keep = torch.where(scores > self.score_thresh)[0]
+                keep = keep[box_ops.remove_small_boxes(boxes[keep], min_size=1e-2)]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep, new_scores = batched_soft_nms(
-                boxes,
-                scores,
-                labels,
-                iou_threshold=self.soft_nms.iou_threshold,
-                sigma=self.soft_nms.sigma,
-                score_threshold=self.soft_nms.score_threshold,
-                method=self.soft_nms.method,
-            )
-            keep, new_scores = keep[: self.detections_per_img], new_scores[: self.detections_per_img]
+            if self.soft_nms.enabled:
+                keep, scores = batched_soft_nms(
+                    boxes,
+                    scores,
+                    labels,
+                    iou_threshold=self.soft_nms.iou_threshold,
+                    sigma=self.soft_nms.sigma,
+                    score_threshold=self.soft_nms.score_threshold,
+                    method=self.soft_nms.method,
+                )
+                keep, scores = keep[: self.detections_per_img], scores[: self.detections_per_img]
+            else:
+                keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+                scores = scores[keep]
             all_boxes.append(boxes[keep])
-            all_scores.append(new_scores.to(scores.dtype))
+            all_scores.append(scores)
             all_labels.append(labels[keep])
         return all_boxes, all_scores, all_labels
 
     # ------------------------------------------------------------------ forward
-    def forward(self, features, proposals, image_shapes, targets=None):
+    # torchvision 0.2x RoIHeads.forward, for the box and mask branches only, plus the MaskIoU branch.
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
         if targets is not None:
             for t in targets:
                 if t["boxes"].dtype not in (torch.float, torch.double, torch.half, torch.bfloat16):
@@ -184,7 +226,7 @@ class MaskScoringRoIHeads(RoIHeads):
                 class_logits, box_regression, labels, regression_targets
             )
             losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
-            pos = [torch.where(lab > 0)[0] for lab in labels]
+            pos = positive_indices(labels)
             mask_proposals = [p[i] for p, i in zip(proposals, pos)]
             pos_matched_idxs = [m[i] for m, i in zip(matched_idxs, pos)]
         else:
@@ -274,8 +316,9 @@ class MaskScoringRoIHeads(RoIHeads):
         keep = (own > cfg.tau).float()[:, None]  # strictly: at tau = 0 a target of 0 is left out
         weights = weights * keep
 
-        if cfg.detach_inputs:
-            roi_features, mask_logits = roi_features.detach(), mask_logits.detach()
         hr = self._highres_features(features, proposals, image_shapes)
+        if cfg.detach_inputs:  # every input of the head: the loss trains the MaskIoU head only
+            roi_features, mask_logits = roi_features.detach(), mask_logits.detach()
+            hr = None if hr is None else hr.detach()
         pred = self.maskiou_head(roi_features if hr is None else hr, mask_logits, gt_labels).float()
         return maskiou_loss(pred, targets_nc, weights, keep.sum(), cfg.loss_weight)

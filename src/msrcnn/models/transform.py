@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks_in_image
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes, resize_keypoints
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_keypoints
 
 from msrcnn.ops.paste import paste_masks_in_image
 
@@ -75,6 +75,19 @@ class MaskScoringTransform(GeneralizedRCNNTransform):
             mask_output=mask_output,
         )
 
+    def normalize(self, image: Tensor) -> Tensor:
+        """torchvision's normalisation, with the mean and std passed to the kernels as Python numbers
+        (torchvision copies them to the device for every image, a blocking copy on a GPU)."""
+        if not image.is_floating_point():
+            raise TypeError(
+                f"Expected input images to be of floating type (in range [0, 1]), but found type {image.dtype} instead"
+            )
+        if image.dim() != 3 or image.shape[0] != len(self.image_mean):
+            return super().normalize(image)
+        # per channel: the same float arithmetic as torchvision's broadcast of [C, 1, 1] tensors
+        channels = [(c - m) / s for c, m, s in zip(image.unbind(0), self.image_mean, self.image_std)]
+        return torch.stack(channels)
+
     def resize(
         self, image: Tensor, target: dict[str, Tensor] | None = None
     ) -> tuple[Tensor, dict[str, Tensor] | None]:
@@ -103,6 +116,17 @@ class MaskScoringTransform(GeneralizedRCNNTransform):
             if "keypoints" in pred:
                 pred["keypoints"] = resize_keypoints(pred["keypoints"], im_s, o_im_s)
         return result
+
+
+def resize_boxes(boxes: Tensor, original_size, new_size) -> Tensor:
+    """torchvision's ``resize_boxes`` (float32 ratios new / original) with the ratios as Python numbers:
+    the same products, without torchvision's two host-to-device copies per call."""
+    ratio_h, ratio_w = (
+        float(torch.tensor(float(s), dtype=torch.float32) / torch.tensor(float(o), dtype=torch.float32))
+        for s, o in zip(new_size, original_size)
+    )
+    xmin, ymin, xmax, ymax = boxes.unbind(1)
+    return torch.stack((xmin * ratio_w, ymin * ratio_h, xmax * ratio_w, ymax * ratio_h), dim=1)
 
 
 def _at_input_size(target: dict[str, Tensor]) -> bool:
