@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from msrcnn.app.builders import build_datamodule, build_logger, build_trainer, check_logger
+from msrcnn.app.float32_precision import set_float32_matmul_precision
 from msrcnn.app.summary import format_results_table
 from msrcnn.app.train import write_results
 from msrcnn.app.wandb_runs import wandb_job
@@ -41,6 +42,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, verbose=False)
     start = time.perf_counter()
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from msrcnn.app.builders import build_callbacks, build_datamodule, build_detector, build_logger, build_trainer
 from msrcnn.app.errors import report_last_checkpoint
+from msrcnn.app.float32_precision import set_float32_matmul_precision
 from msrcnn.app.input_size import apply_auto_input_size
 from msrcnn.app.summary import format_results_table
 from msrcnn.app.wandb_runs import wandb_job
@@ -33,6 +34,7 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     return cfg, output_dir
 

@@ -259,6 +259,9 @@ class Config:
     seed: int = 0
     ckpt_path: Optional[str] = None
     torch_threads: Optional[int] = None
+    float32_matmul_precision: str = (
+        "high"  # CUDA: high/medium = TF32 matmuls and convolutions; highest = none
+    )
 
 
 class Split(str, Enum):
@@ -281,3 +284,6 @@ class EvalAppConfig:
     experiment_name: str = "eval"
     seed: int = 0
     torch_threads: Optional[int] = None
+    float32_matmul_precision: str = (
+        "high"  # CUDA: high/medium = TF32 matmuls and convolutions; highest = none
+    )

@@ -19,7 +19,8 @@ from torch import nn
 from torchvision.models import resnet
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.ops import DeformConv2d, FrozenBatchNorm2d
+from torchvision.ops import DeformConv2d
+from torchvision.ops import FrozenBatchNorm2d as _TorchvisionFrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 log = logging.getLogger("msrcnn.models")
@@ -75,6 +76,21 @@ class DeformableConv3x3(DeformConv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return super().forward(x, self.conv_offset(x))
+
+
+class FrozenBatchNorm2d(_TorchvisionFrozenBatchNorm2d):
+    """torchvision's ``FrozenBatchNorm2d`` (same buffers, same float32 result) that keeps its input's dtype.
+
+    torchvision's multiplies the activations by float32 statistics, so under bf16/fp16 autocast every
+    frozen-BN layer of a pretrained backbone returns float32 and the next convolution casts it back: a
+    float32 copy of every activation map, and two casts, per layer. Here the folded scale and bias are
+    cast to the activations' dtype (a no-op in float32).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        bias = self.bias - self.running_mean * scale
+        return x * scale.to(x.dtype)[None, :, None, None] + bias.to(x.dtype)[None, :, None, None]
 
 
 def norm_layer(name: str) -> Callable[[int], nn.Module]:

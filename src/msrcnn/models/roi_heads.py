@@ -89,6 +89,18 @@ def positive_indices(labels: list[Tensor]) -> list[Tensor]:
     return [(part - start) for part, start in zip(flat.split(counts), starts.unbind())]
 
 
+def _float32_under_autocast(features: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Under autocast, the feature maps in float32, once for every RoIAlign of the heads.
+
+    torchvision's ``roi_align`` has no bfloat16 kernel and its autocast wrapper casts the whole feature
+    maps to float32 at every call (box, mask and high-resolution MaskIoU poolers, forward and backward);
+    cast once, the wrapper has nothing left to cast."""
+    first = next(iter(features.values()), None)
+    if first is None or first.dtype == torch.float32 or not torch.is_autocast_enabled(first.device.type):
+        return features
+    return {name: value.float() for name, value in features.items()}
+
+
 class MaskScoringRoIHeads(RoIHeads):
     """torchvision ``RoIHeads`` with a MaskIoU branch and optional Soft-NMS.
 
@@ -211,6 +223,7 @@ class MaskScoringRoIHeads(RoIHeads):
                 if t["labels"].dtype != torch.int64:
                     raise TypeError(f"target labels must be of int64 type, got {t['labels'].dtype}")
 
+        features = _float32_under_autocast(features)
         if self.training:
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
                 proposals, targets
