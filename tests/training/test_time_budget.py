@@ -149,14 +149,15 @@ def test_ddp_ranks_replan_together(monkeypatch):
 
     def reduce(tensor, reduce_op):  # the other rank is slow: it fits 300 steps and plans 290
         calls.append(reduce_op)
-        return torch.minimum(tensor, torch.tensor([300.0, 290.0]))
+        assert tensor.device.type == "meta"  # the strategy's device (NCCL refuses CPU tensors)
+        return torch.tensor([300.0, 290.0])
 
     trainer = FakeTrainer(
         global_step=0,
         fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(max_steps=1000)),
         world_size=2,
         is_global_zero=True,
-        strategy=SimpleNamespace(reduce=reduce),
+        strategy=SimpleNamespace(reduce=reduce, root_device=torch.device("meta")),
     )
     cb = TimeBudget(1000.0, calibrate_steps=20, check_every_n_steps=10)
     cb.on_train_start(trainer, SimpleNamespace(schedule=None))
@@ -165,3 +166,57 @@ def test_ddp_ranks_replan_together(monkeypatch):
         trainer.global_step += 1
         cb.on_train_batch_end(trainer, None, None, None, 0)
     assert calls == ["min"] and trainer.max_steps == 290 and cb.replans[0]["to"] == 290
+
+
+def _gloo_rank(rank, port, seconds_per_step, results):
+    """One of two real processes: TimeBudget's reduction through Lightning's DDP all-reduce (gloo)."""
+    import torch
+    import torch.distributed as dist
+    from lightning.fabric.utilities.distributed import _sync_ddp_if_available
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        clock = {"now": 0.0}
+        callbacks_module.time.perf_counter = lambda: clock["now"]
+        strategy = SimpleNamespace(
+            root_device=torch.device("cpu"),
+            reduce=lambda tensor, reduce_op: _sync_ddp_if_available(tensor, reduce_op=reduce_op),
+        )
+        trainer = FakeTrainer(
+            global_step=0,
+            fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(max_steps=1000)),
+            world_size=2,
+            is_global_zero=rank == 0,
+            strategy=strategy,
+        )
+        cb = TimeBudget(100.0, calibrate_steps=20, check_every_n_steps=10)
+        cb.on_train_start(trainer, SimpleNamespace(schedule=None))
+        for _ in range(30):
+            clock["now"] += seconds_per_step
+            trainer.global_step += 1
+            cb.on_train_batch_end(trainer, None, None, None, 0)
+        results[rank] = (trainer.max_steps, [r["to"] for r in cb.replans])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_reduce_with_two_real_gloo_processes():
+    """Rank 0 fits its 1,000 steps in the budget, rank 1 (0.2 s/step) does not: both adopt rank 1's plan."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    results = context.Manager().dict()
+    procs = [context.Process(target=_gloo_rank, args=(r, port, (0.05, 0.2)[r], results)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    # rank 1 at 0.2 s/step after 30 steps (6 s): 94 s left = 470 more steps, planned 2% short
+    expected = 30 + int(0.98 * 94.0 / 0.2)
+    assert results[0] == results[1] == (expected, [expected])

@@ -106,7 +106,9 @@ class TimeBudget(L.Callback):
         # plan 2% short of the budget, so that small drifts of the speed do not re-plan again
         new_total = max(step + 1, step + int(0.98 * max(0.0, left) / per_step))
         if trainer.world_size > 1:  # every rank decides together (check steps are the same on all ranks)
-            both = trainer.strategy.reduce(torch.tensor([float(fits), float(new_total)]), reduce_op="min")
+            # on the strategy's device: NCCL reduces CUDA tensors only
+            plan = torch.tensor([float(fits), float(new_total)], device=trainer.strategy.root_device)
+            both = trainer.strategy.reduce(plan, reduce_op="min")
             fits, new_total = (int(v) for v in both.tolist())
         if fits >= trainer.max_steps:
             return
