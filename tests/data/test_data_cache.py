@@ -14,6 +14,7 @@ from torchvision import tv_tensors
 from msrcnn.data import CocoInstanceDataset, DetectionDataModule, ResizeToInput, SplitSpec
 from msrcnn.data.crowded import generate_crowded
 from msrcnn.data.transforms import build_train_transforms
+from msrcnn.ops.mask_crops import MaskCrops
 
 SIZES = [48, 64, 80]  # scale jitter: one of three short sides per item
 
@@ -36,7 +37,7 @@ def _dataset(crowded: tuple[Path, Path], cache_bytes: int, sizes=SIZES) -> CocoI
     return CocoInstanceDataset(
         ann_file,
         img_dir,
-        resize=ResizeToInput(sizes, 1000),
+        resize=ResizeToInput(sizes, 1000, mask_crops=True),  # as the data module's training loader
         transforms=build_train_transforms(hflip_prob=0.5),
         drop_empty=True,
         cache_bytes=cache_bytes,
@@ -54,8 +55,16 @@ def _assert_same(a, b) -> None:
     assert type(image_a) is torch.Tensor and torch.equal(image_a, image_b)
     assert target_a.keys() == target_b.keys()
     for key in target_a:
-        assert type(target_a[key]) is torch.Tensor, key
-        assert target_a[key].dtype == target_b[key].dtype and torch.equal(target_a[key], target_b[key]), key
+        a, b = target_a[key], target_b[key]
+        if key == "masks":
+            assert type(a) is type(b) is MaskCrops and a.size == b.size
+            assert torch.equal(a.values, b.values) and torch.equal(a.windows, b.windows)
+            continue
+        if key == "at_input_size":
+            assert a is b is True
+            continue
+        assert type(a) is torch.Tensor, key
+        assert a.dtype == b.dtype and torch.equal(a, b), key
 
 
 def test_cached_items_equal_uncached_ones_with_flips_and_jitter(crowded) -> None:
@@ -80,8 +89,10 @@ def test_cached_items_equal_uncached_ones_with_flips_and_jitter(crowded) -> None
 def test_returned_tensors_do_not_alias_the_cache(crowded) -> None:
     dataset = _dataset(crowded, 64 * 2**20, sizes=[64])
     first = _item(dataset, 0, seed=3)
-    reference = [first[0].clone(), {key: value.clone() for key, value in first[1].items()}]
-    for value in [first[0], *first[1].values()]:
+    reference = [first[0].clone(), {key: _clone(value) for key, value in first[1].items()}]
+    tensors = [first[0], first[1]["masks"].values, first[1]["masks"].windows]
+    tensors += [v for v in first[1].values() if isinstance(v, torch.Tensor)]
+    for value in tensors:
         if value.dtype == torch.bool:
             value.logical_not_()
         else:
@@ -89,6 +100,10 @@ def test_returned_tensors_do_not_alias_the_cache(crowded) -> None:
     again = _item(dataset, 0, seed=3)
     assert dataset.cache_hits == 1
     _assert_same(again, tuple(reference))
+
+
+def _clone(value):
+    return value.clone() if isinstance(value, (torch.Tensor, MaskCrops)) else value
 
 
 def test_too_small_a_budget_or_no_resize_disables_the_cache(crowded) -> None:

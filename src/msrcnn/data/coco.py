@@ -27,6 +27,7 @@ from msrcnn.data.errors import LOGGER, DataError
 from msrcnn.data.images import read_image
 from msrcnn.data.masks import EncodedMasks
 from msrcnn.data.transforms import ResizeToInput
+from msrcnn.ops.mask_crops import MaskCrops
 
 Target = dict[str, torch.Tensor]
 
@@ -421,17 +422,23 @@ def _plain(value: Any) -> Any:
     return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else value
 
 
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, MaskCrops):
+        return [value.values, value.windows]
+    return [value] if isinstance(value, torch.Tensor) else []
+
+
 def _storages(image: Any, target: Mapping[str, Any]) -> frozenset[int]:
     """Addresses of the memory the tensors of a sample live in."""
-    values = [image, *target.values()]
-    return frozenset(v.untyped_storage().data_ptr() for v in values if isinstance(v, torch.Tensor))
+    values = [t for v in (image, *target.values()) for t in _tensors(v)]
+    return frozenset(v.untyped_storage().data_ptr() for v in values)
 
 
 def _own(value: Any, cached: frozenset[int]) -> Any:
     """:func:`_plain`, copied when its memory is in ``cached``: the caller may modify a returned tensor,
     and a DataLoader worker moves it into shared memory, but the cached one must stay as it is."""
     value = _plain(value)
-    if isinstance(value, torch.Tensor) and value.untyped_storage().data_ptr() in cached:
+    if any(t.untyped_storage().data_ptr() in cached for t in _tensors(value)):
         return value.clone()
     return value
 

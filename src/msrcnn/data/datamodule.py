@@ -229,7 +229,7 @@ class DetectionDataModule(L.LightningDataModule):
     def _train_resize(self) -> ResizeToInput | None:
         if self.train_min_size is None:
             return None
-        return ResizeToInput(self.train_min_size, self.max_size)
+        return ResizeToInput(self.train_min_size, self.max_size, mask_crops=True)
 
     def _build_dataset(self, split: str, spec: SplitSpec) -> CocoInstanceDataset:
         """One split; the first split loaded fixes the category map and later ones must agree with it."""

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
+from msrcnn.ops.mask_crops import MaskCrops
+
 __all__ = ["EncodedMasks", "nearest_source_indices", "rle_runs"]
 
 
@@ -126,7 +128,31 @@ class EncodedMasks:
         # (pycocotools' decode writes N full Fortran-order planes that would need a transposing copy).
         return torch.from_numpy(self._decode_sampled(out_h, out_w))
 
+    def decode_crops(self, size: tuple[int, int]) -> MaskCrops:
+        """The masks nearest-resized to ``size = (H', W')`` as :class:`~msrcnn.ops.mask_crops.MaskCrops`:
+        each mask's window is the part of its bounding box the resize reads, so ``crops.dense()`` equals
+        ``decode(size)`` bit for bit, while the crops hold a few hundred bytes per small instance."""
+        out_h, out_w = int(size[0]), int(size[1])
+        if not self.rles:
+            return MaskCrops(torch.zeros(0, dtype=torch.uint8), torch.zeros((0, 4), dtype=torch.int64), size)
+        windows, owner, r, c, bits = self._sampled(out_h, out_w)
+        y0, x0, h, w = windows.T
+        start = np.cumsum(h * w) - h * w
+        values = np.zeros(int((h * w).sum()), dtype=np.uint8)
+        values[start[owner] + (r - y0[owner]) * w[owner] + (c - x0[owner])] = bits
+        return MaskCrops(torch.from_numpy(values), torch.from_numpy(windows), (out_h, out_w))
+
     def _decode_sampled(self, out_h: int, out_w: int) -> np.ndarray:
+        out = np.zeros((len(self.rles), out_h, out_w), dtype=np.uint8)
+        _, owner, r, c, bits = self._sampled(out_h, out_w)
+        out.reshape(-1)[(owner * out_h + r) * out_w + c] = bits
+        return out
+
+    def _sampled(self, out_h: int, out_w: int) -> tuple[np.ndarray, ...]:
+        """The output pixels the resize reads inside each mask's bounding box, and their values.
+
+        Returns ``windows`` ``[N, 4]`` (first output row and column, rows, columns of each mask's
+        window), then for every sampled pixel its mask, output row and column, and its bit."""
         height, width = self.height, self.width
         num = len(self.rles)
         rows = nearest_source_indices(height, out_h)
@@ -147,19 +173,17 @@ class EncodedMasks:
         n_rows = np.where(nonempty, r_hi - r_lo, 0)
         n_cols = np.where(nonempty, c_hi - c_lo, 0)
         queries = n_rows * n_cols
-        out = np.zeros((num, out_h, out_w), dtype=np.uint8)
+        windows = np.stack([r_lo, c_lo, n_rows, n_cols], axis=1).astype(np.int64)
+        windows[queries == 0] = 0
         total = int(queries.sum())
-        if total == 0:
-            return out
         mask = np.repeat(np.arange(num), queries)
         local = np.arange(total) - np.repeat(np.cumsum(queries) - queries, queries)
         rows_of_mask = n_rows[mask]
-        r = r_lo[mask] + local % rows_of_mask
-        c = c_lo[mask] + local // rows_of_mask
+        r = r_lo[mask] + local % np.maximum(rows_of_mask, 1)
+        c = c_lo[mask] + local // np.maximum(rows_of_mask, 1)
         position = cols[c] * height + rows[r] + mask * pixels
         inside = np.searchsorted(ends, position, side="right") - first_end[mask]
-        out.reshape(-1)[(mask * out_h + r) * out_w + c] = (inside & 1).astype(np.uint8)
-        return out
+        return windows, mask, r, c, (inside & 1).astype(np.uint8)
 
 
 def _as_bytes(counts: bytes | str) -> bytes:

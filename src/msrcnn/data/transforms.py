@@ -30,6 +30,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from msrcnn.data.masks import EncodedMasks, nearest_source_indices
+from msrcnn.ops.mask_crops import MaskCrops
 
 __all__ = [
     "ResizeToInput",
@@ -67,12 +68,16 @@ class ResizeToInput(v2.Transform):
     Images are resized bilinearly without antialiasing, masks by nearest neighbour (an
     :class:`EncodedMasks` is decoded at the new size), boxes by torchvision's ``resize_boxes``: the
     same numbers, bit for bit, as ``GeneralizedRCNNTransform`` would compute in the model.
+    ``mask_crops=True`` (the data module's training loader) decodes an :class:`EncodedMasks` into
+    :class:`~msrcnn.ops.mask_crops.MaskCrops`, each mask's window only: a worker then sends a few
+    hundred bytes per instance instead of a full-image plane, and the model expands them on its device.
     """
 
     _transformed_types = (tv_tensors.Image, tv_tensors.BoundingBoxes, tv_tensors.Mask, EncodedMasks)
 
-    def __init__(self, min_sizes: Sequence[int], max_size: int) -> None:
+    def __init__(self, min_sizes: Sequence[int], max_size: int, mask_crops: bool = False) -> None:
         super().__init__()
+        self.mask_crops = mask_crops
         sizes = [int(size) for size in min_sizes]
         if not sizes or any(size <= 0 for size in sizes) or int(max_size) <= 0:
             raise ValueError(
@@ -113,7 +118,8 @@ class ResizeToInput(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         size = params["size"]
         if isinstance(inpt, EncodedMasks):
-            return tv_tensors.Mask(inpt.decode(size))
+            # mask_crops: box-local windows, which the model expands on its device
+            return inpt.decode_crops(size) if self.mask_crops else tv_tensors.Mask(inpt.decode(size))
         if isinstance(inpt, tv_tensors.Mask):
             return tv_tensors.wrap(_resize_mask(inpt.as_subclass(torch.Tensor), size), like=inpt)
         if isinstance(inpt, tv_tensors.BoundingBoxes):
@@ -124,11 +130,22 @@ class ResizeToInput(v2.Transform):
         return TF.resize(inpt, list(size), interpolation=v2.InterpolationMode.BILINEAR, antialias=False)
 
     def extra_repr(self) -> str:
-        return f"min_sizes={self.min_sizes}, max_size={self.max_size}"
+        return f"min_sizes={self.min_sizes}, max_size={self.max_size}, mask_crops={self.mask_crops}"
+
+
+class RandomHorizontalFlip(v2.RandomHorizontalFlip):
+    """torchvision's ``RandomHorizontalFlip`` that also mirrors :class:`~msrcnn.ops.mask_crops.MaskCrops`."""
+
+    _transformed_types = (*v2.RandomHorizontalFlip._transformed_types, MaskCrops)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, MaskCrops):
+            return inpt.hflip()
+        return super().transform(inpt, params)
 
 
 def build_train_transforms(*, hflip_prob: float) -> v2.Transform | None:
     """The augmentation applied after :class:`ResizeToInput`, or ``None`` when it would do nothing."""
     if hflip_prob > 0:
-        return v2.RandomHorizontalFlip(hflip_prob)
+        return RandomHorizontalFlip(hflip_prob)
     return None

@@ -26,6 +26,7 @@ from torch import Tensor
 from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks_in_image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_keypoints
 
+from msrcnn.ops.mask_crops import MaskCrops
 from msrcnn.ops.paste import paste_masks_in_image
 
 __all__ = ["MASK_OUTPUTS", "MaskOutput", "MaskScoringTransform"]
@@ -91,7 +92,10 @@ class MaskScoringTransform(GeneralizedRCNNTransform):
     def resize(
         self, image: Tensor, target: dict[str, Tensor] | None = None
     ) -> tuple[Tensor, dict[str, Tensor] | None]:
-        """torchvision's resize, except for training targets marked ``at_input_size``: kept as they are."""
+        """torchvision's resize, except for training targets marked ``at_input_size``: kept as they are.
+        Masks given as :class:`~msrcnn.ops.mask_crops.MaskCrops` are expanded first, on their device."""
+        if target is not None and isinstance(target.get("masks"), MaskCrops):
+            target = {**target, "masks": target["masks"].dense()}
         if self.training and target is not None and _at_input_size(target):
             return image, target
         return super().resize(image, target)
