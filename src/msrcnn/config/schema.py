@@ -132,7 +132,9 @@ class ModelConfig:
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
     soft_nms: SoftNMSGroupConfig = field(default_factory=SoftNMSGroupConfig)
-    init_from: Optional[str] = None  # torchvision:maskrcnn_resnet50_fpn, a MaskRCNN state dict or an msrcnn checkpoint
+    init_from: Optional[str] = (
+        None  # torchvision:maskrcnn_resnet50_fpn, a MaskRCNN state dict or an msrcnn checkpoint
+    )
     train_only: TrainOnly = TrainOnly.all
 
 
@@ -281,3 +283,15 @@ class EvalAppConfig:
     experiment_name: str = "eval"
     seed: int = 0
     torch_threads: Optional[int] = None
+
+
+@dataclass
+class ExportAppConfig:
+    """``src/export.py``: a checkpoint as a deployable file (the model comes from the checkpoint)."""
+
+    ckpt_path: str = MISSING
+    format: str = "onnx"  # msrcnn.export.FORMATS: onnx (ONNX Runtime)
+    output: Optional[str] = None  # null: the checkpoint's path with the format's suffix (last.onnx)
+    opset: int = 17  # ONNX opset
+    image: Optional[str] = None  # an image to trace on and to check the file with; null: a random one
+    check: bool = True  # run the file with ONNX Runtime and compare it with the eager model
