@@ -132,9 +132,7 @@ class ModelConfig:
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
     soft_nms: SoftNMSGroupConfig = field(default_factory=SoftNMSGroupConfig)
-    init_from: Optional[str] = (
-        None  # torchvision:maskrcnn_resnet50_fpn, a MaskRCNN state dict or an msrcnn checkpoint
-    )
+    init_from: Optional[str] = None  # torchvision:<name>, a MaskRCNN state dict or an msrcnn checkpoint
     train_only: TrainOnly = TrainOnly.all
 
 
