@@ -8,11 +8,12 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export WANDB_SILENT ?= true
 export GOMP_SPINCOUNT ?= 200000
 
-.PHONY: install train eval test test-slow test-all lint bench notebook clean help
+.PHONY: install train smoke eval test test-slow test-all lint bench notebook clean help
 
 help:
 	@echo "make install                          # .venv from uv.lock (uv sync --frozen), msrcnn editable; every target runs it"
 	@echo "make train [ARGS='hydra overrides']  # the CPU demo (experiment=demo) on embedded synthetic data"
+	@echo "make smoke                            # a complete train + evaluate on 8 tiny images (experiment=smoke, < 1 min)"
 	@echo "make test                             # the default test suite"
 	@echo "make test-slow                        # slow end-to-end checks (marker: slow)"
 	@echo "make eval ARGS='ckpt_path=...'        # evaluate a checkpoint"
@@ -33,6 +34,9 @@ install:
 
 train: install
 	$(PY) src/train.py experiment=demo $(ARGS)
+
+smoke: install
+	$(PY) src/train.py experiment=smoke $(ARGS)
 
 eval: install
 	$(PY) src/eval.py $(ARGS)
