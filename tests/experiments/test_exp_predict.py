@@ -270,3 +270,49 @@ def test_predict_batches_skips_unreadable_images_and_fails_at_the_end(checkpoint
     assert len(single["annotations"]) == len(result["annotations"])
     ranked = [a["score"] for a in result["annotations"] if a["image_id"] == 1]
     assert ranked == sorted(ranked, reverse=True)
+
+
+def test_a_bracket_glob_needs_hydra_quotes_as_the_readme_says():
+    """The shell removes one level of quotes; Hydra parses what is left. README: "input='imgs/00000[1-3].png'"."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for command in (
+        """src/predict.py "input='imgs/00000[1-3].png'" """,
+        r"""src/predict.py 'input=imgs/00000\[1-3\].png'""",
+    ):
+        [override] = parser.parse_overrides(shlex.split(command)[1:])
+        assert override.value() == "imgs/00000[1-3].png", command
+    with pytest.raises(OverrideParseException):  # what the shell leaves of input='imgs/00000[1-3].png'
+        parser.parse_overrides(shlex.split("input='imgs/00000[1-3].png'"))
+
+
+@pytest.mark.slow
+def test_predict_script_with_a_bracket_glob_skips_an_unreadable_image_and_exits_2(
+    checkpoint, images, tmp_path
+):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k, name in enumerate(("a.png", "c.png"), start=1):
+        (folder / f"00000{k}.png").write_bytes((images / name).read_bytes())
+    (folder / "000003.png").write_bytes(b"not a png")
+    (folder / "000004.png").write_bytes((images / "a.png").read_bytes())  # outside the glob
+    proc = run_script(
+        "predict.py",
+        f"ckpt_path={checkpoint}",
+        f"input='{folder}/00000[1-3].png'",  # as "input='imgs/00000[1-3].png'" in a shell
+        f"output_dir={tmp_path / 'out'}",
+        "batch_size=2",
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"skipped: {folder / '000003.png'}: cannot read image" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 of 3 images could not be read")
+    result = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert [i["file_name"] for i in result["images"]] == [
+        str(folder / "000001.png"),
+        str(folder / "000002.png"),
+    ]
