@@ -150,3 +150,26 @@ def test_train_script_refuses_a_dataset_whose_ids_are_not_coco_s(shapes_dir, tmp
     assert line.startswith(
         "error: torchvision:maskrcnn_resnet50_fpn weights need a dataset with COCO's category ids"
     )
+
+
+def test_the_readme_recipe_composes_and_builds_torchvisions_architecture(tmp_path):
+    commands = (
+        ["experiment=coco_torchvision", "data.root=/data/coco"],
+        [
+            "experiment=coco_torchvision",
+            "data.root=/data/coco",
+            "model.train_only=all",
+            "trainer.max_epochs=2",
+            "optim.schedule_epochs=2",
+            "optim.lr_step_epochs=[1.5]",
+        ],
+    )
+    for overrides in commands:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = validate(compose("train", overrides=[*overrides, f"paths.output_dir={tmp_path}"]))
+        assert cfg.model.init_from == NAME and cfg.backbone.name.value == "r50_fpn"
+    plain = to_plain(cfg)
+    plain["model"]["init_from"] = None
+    own = build_detector(plain, 91).state_dict()
+    theirs = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91).state_dict()
+    assert all(own[k].shape == v.shape for k, v in theirs.items() if not k.endswith("num_batches_tracked"))
