@@ -84,6 +84,7 @@ class BackboneConfig:
     anchor_sizes: Optional[list[list[int]]] = None
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     width: int = 64  # first-stage channels (the paper's ResNets: 64)
+    fpn_norm: Optional[Norm] = None  # a norm after each FPN conv (torchvision's *_v2: bn); null: none
 
 
 @dataclass
@@ -120,6 +121,8 @@ class ModelConfig:
     box_num_convs: int = 4
     mask_head_channels: int = 256
     mask_num_convs: int = 4
+    mask_head_norm: Optional[Norm] = None  # a norm after each mask head conv (torchvision's *_v2: bn)
+    rpn_conv_depth: int = 1  # 3x3 convs of the RPN head (torchvision's *_v2: 2)
     channels_last: bool = False  # NHWC convolution weights (faster on CPUs and tensor-core GPUs)
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000

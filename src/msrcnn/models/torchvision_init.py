@@ -1,4 +1,5 @@
-"""Starting from torchvision's COCO-trained Mask R-CNN: ``model.init_from=torchvision:maskrcnn_resnet50_fpn``.
+"""Starting from torchvision's COCO-trained Mask R-CNN: ``model.init_from=torchvision:maskrcnn_resnet50_fpn``
+(or ``..._v2``).
 
 torchvision's detection weights (``torchvision.models.get_model_weights(name).DEFAULT``) are
 downloaded by its weights API on first use and cached by torch hub (``$TORCH_HOME/hub/checkpoints``,
@@ -39,14 +40,10 @@ PREFIX = "torchvision:"
 # The torchvision detectors whose architecture this project builds, with the config that builds it
 # (checked against the model's state dict: a wrong width, depth or head fails on the first tensor).
 TORCHVISION_MODELS: dict[str, str] = {
-    "maskrcnn_resnet50_fpn": "backbone=r50_fpn with the default model group (box_head=mlp)",
-}
-
-# torchvision detectors that exist but that this project's model options do not build.
-UNSUPPORTED: dict[str, str] = {
+    "maskrcnn_resnet50_fpn": "backbone=r50_fpn with the default model group (experiment=coco_torchvision)",
     "maskrcnn_resnet50_fpn_v2": (
-        "its FPN, RPN head (two convs) and mask head carry BatchNorm layers that this project's "
-        "backbone and head options do not build"
+        "backbone=r50_fpn backbone.fpn_norm=bn model.box_head=conv model.rpn_conv_depth=2 "
+        "model.mask_head_norm=bn (experiment=coco_torchvision_v2)"
     ),
 }
 
@@ -72,11 +69,6 @@ def is_torchvision_source(init_from: str | os.PathLike | None) -> bool:
 
 def _weights(name: str):
     """The DEFAULT weights enum entry of a supported torchvision detector (no download)."""
-    if name in UNSUPPORTED:
-        raise TorchvisionInitError(
-            f"model.init_from={PREFIX}{name} is not supported: {UNSUPPORTED[name]}; "
-            f"supported: {', '.join(PREFIX + n for n in TORCHVISION_MODELS)}"
-        )
     if name not in TORCHVISION_MODELS:
         raise TorchvisionInitError(
             f"model.init_from={PREFIX}{name} is not a supported torchvision detector; "
@@ -137,7 +129,7 @@ def init_from_torchvision(
 
     Args:
         model: a :class:`~msrcnn.models.MaskScoringRCNN` of the torchvision model's architecture.
-        init_from: ``torchvision:maskrcnn_resnet50_fpn``.
+        init_from: ``torchvision:maskrcnn_resnet50_fpn`` or ``torchvision:maskrcnn_resnet50_fpn_v2``.
         categories: ``(dataset category id, name)`` of the model's labels 1..K.
         weights_file: a local ``state_dict()`` of the torchvision model to use instead of the
             weights API's (cached) download.
