@@ -2,9 +2,11 @@
 
 ``input``: an image, a folder or a glob. Writes ``predictions.json`` (COCO format with the class score,
 predicted MaskIoU and mask score of every detection) and ``overlays/*.png`` into ``output_dir``
-(default ``outputs/predict/<date>``). Other settings: ``device=cpu``, ``max_dets=100``,
-``score_threshold=0.3``, ``soft_nms=true``, ``render=false``, ``render_min_score=0.3``
-(see ``msrcnn/app/predict.py`` ``PredictConfig``).
+(default ``outputs/predict/<date>``). Detections are ranked by mask score (class score x MaskIoU).
+Other settings: ``device=cpu``, ``batch_size=8``, ``precision=bf16`` (32 | bf16 | 16), ``max_dets=100``,
+``min_mask_score=0.2``, ``score_threshold=0.3`` (class score), ``sort_by=class_score``, ``soft_nms=true``,
+``render=false``, ``render_min_score=0.3`` (see ``msrcnn/app/predict.py`` ``PredictConfig``).
+Unreadable images are skipped and listed; the run then exits with status 2.
 """
 
 import os

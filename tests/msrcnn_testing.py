@@ -21,7 +21,8 @@ def script_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-# The demo experiment shrunk to seconds: 64 px images, a handful of steps.
+# The demo experiment shrunk to seconds: 64 px images, a handful of steps (experiment=smoke is the
+# user's version of it, a complete run; these tests vary it and check its pieces).
 TINY = [
     "experiment=demo",
     "logger=none",

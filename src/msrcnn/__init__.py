@@ -2,13 +2,13 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["Predictor", "__version__"]
+__all__ = ["Prediction", "Predictor", "__version__"]
 
 
 def __getattr__(name: str):
-    """``msrcnn.Predictor`` is imported on first use (``import msrcnn`` stays light)."""
-    if name == "Predictor":
-        from msrcnn.predictor import Predictor
+    """``msrcnn.Predictor`` and ``msrcnn.Prediction`` are imported on first use (``import msrcnn`` stays light)."""
+    if name in ("Predictor", "Prediction"):
+        from msrcnn import predictor
 
-        return Predictor
+        return getattr(predictor, name)
     raise AttributeError(f"module 'msrcnn' has no attribute {name!r}")

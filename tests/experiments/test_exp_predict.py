@@ -117,7 +117,7 @@ def test_predictor_takes_paths_pil_numpy_and_tensors_and_returns_one_result_each
     assert first.class_names == [names[int(c)] for c in first.category_ids]
     assert first.masks.shape == (len(first), 48, 80) and first.masks.dtype == bool and first.rles is None
     assert np.allclose(first.mask_scores, first.class_scores * first.mask_ious)
-    assert np.all(np.diff(first.class_scores) <= 0) and first.boxes.shape == (len(first), 4)
+    assert np.all(np.diff(first.mask_scores) <= 0) and first.boxes.shape == (len(first), 4)
     for other in results[1:]:  # the same pixels, whatever the input type
         assert np.array_equal(other.boxes, first.boxes) and np.array_equal(other.masks, first.masks)
     [encoded] = predictor(array, rle=True)  # one image: a list of one
@@ -166,3 +166,153 @@ def test_predict_script_on_the_images_of_a_tiny_run(tmp_path_factory, shapes_dir
         check=False,
     )
     assert bad.returncode == 2 and "input not found" in bad.stderr
+
+
+def test_detections_are_ranked_by_mask_score_and_filtered_on_either_score(checkpoint, images):
+    path = images / "a.png"
+    [ranked] = Predictor(checkpoint, device="cpu")([path])
+    [by_class] = Predictor(checkpoint, device="cpu", sort_by="class_score")([path])
+    assert len(ranked) == len(by_class) > 3
+    assert np.all(np.diff(ranked.mask_scores) <= 0) and np.all(np.diff(by_class.class_scores) <= 0)
+    # the two orders differ for this model: the ranking is not the class score's
+    assert not np.array_equal(ranked.class_scores, by_class.class_scores)
+    assert sorted(ranked.mask_scores.tolist()) == sorted(by_class.mask_scores.tolist())
+    cut = float(np.median(ranked.mask_scores))
+    [strict] = Predictor(checkpoint, device="cpu", min_mask_score=cut)([path])
+    assert len(strict) == int((ranked.mask_scores >= cut).sum()) and strict.mask_scores.min() >= cut
+    with pytest.raises(
+        ValueError, match="sort_by='iou' is not valid; expected one of mask_score, class_score"
+    ):
+        Predictor(checkpoint, device="cpu", sort_by="iou")
+    with pytest.raises(ValueError, match="precision='8' is not valid; expected one of 32, bf16, 16"):
+        Predictor(checkpoint, device="cpu", precision=8)
+
+
+def test_prediction_converts_to_coco_and_json_and_draws_itself(checkpoint, images, tmp_path):
+    from faster_coco_eval.core import mask as mask_utils
+
+    from msrcnn.evaluation.plots import draw_detections, figure_to_array
+
+    path = images / "b.jpg"
+    [pred] = Predictor(checkpoint, device="cpu", max_dets=6)([path])
+    coco = pred.to_coco(image_id=7)
+    json.dumps(coco)  # plain Python
+    assert len(coco) == len(pred) and {a["image_id"] for a in coco} == {7}
+    for k, ann in enumerate(coco):
+        assert ann["score"] == ann["mask_score"] == pytest.approx(float(pred.mask_scores[k]))
+        assert ann["class_score"] == pytest.approx(float(pred.class_scores[k]))
+        assert ann["mask_iou"] == pytest.approx(float(pred.mask_ious[k]))
+        x0, y0, x1, y1 = pred.boxes[k]
+        assert ann["bbox"] == pytest.approx([x0, y0, x1 - x0, y1 - y0])
+        decoded = mask_utils.decode(
+            [dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode())]
+        )
+        assert np.array_equal(decoded[..., 0].astype(bool), pred.masks[k])
+    plain = json.loads(pred.to_json())
+    assert plain == pred.to_dict() and plain["category_ids"] == pred.category_ids.tolist()
+    assert plain["mask_scores"] == pytest.approx(pred.mask_scores.tolist())
+    assert plain["rles"] == [a["segmentation"] for a in coco] and plain["source"] == str(path)
+
+    bare = pred.draw(min_mask_score=2.0, min_instances=0)  # nothing drawn: the image alone
+    drawn = pred.draw(min_mask_score=2.0, min_instances=len(pred))
+    assert drawn.dtype == np.uint8 and drawn.shape == bare.shape and drawn.shape[2] == 3
+    assert (drawn != bare).any(axis=2).mean() > 0.01  # masks, boxes and labels
+    # the default keeps a weak model's overlay from being blank: this one's mask scores are all < 0.3
+    assert pred.mask_scores.max() < 0.3 and (pred.draw() != bare).any()
+    saved = pred.save(tmp_path / "b_overlay.png", min_mask_score=2.0, min_instances=len(pred))
+    assert np.array_equal(np.asarray(Image.open(saved).convert("RGB")), drawn)
+    # the plotting code takes a Prediction where it took an internal record
+    fig = draw_detections(Image.open(path), pred, max_instances=len(pred), min_instances=len(pred))
+    assert np.array_equal(figure_to_array(fig), drawn)
+    with pytest.raises(ValueError, match="is of a"):
+        pred.draw(images / "a.png")
+
+
+def test_predictor_precision_autocasts_the_model(checkpoint, images):
+    seen = []
+    predictor = Predictor(checkpoint, device="cpu", precision="bf16")
+    handle = predictor.model.roi_heads.box_head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    [pred] = predictor([images / "a.png"])
+    handle.remove()
+    assert (
+        seen == [torch.bfloat16]
+        and predictor.model.roi_heads.box_predictor.cls_score.weight.dtype == torch.float32
+    )
+    assert pred.boxes.dtype == np.float32 and pred.mask_scores.dtype == np.float32
+    assert np.all(np.diff(pred.mask_scores) <= 0)
+    seen.clear()
+    full = Predictor(checkpoint, device="cpu")
+    full.model.roi_heads.box_head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    full([images / "a.png"])
+    assert seen == [torch.float32]
+
+
+def test_predict_batches_skips_unreadable_images_and_fails_at_the_end(checkpoint, images, tmp_path):
+    from msrcnn.data import DataError
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg", "c.png"):
+        (folder / name).write_bytes((images / name).read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match=r"1 of 4 images could not be read and were skipped .*broken\.png"):
+        run_predict(tmp_path, ckpt_path=str(checkpoint), input=str(folder), batch_size=3, max_dets=4)
+    result = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert [i["file_name"].rsplit("/", 1)[1] for i in result["images"]] == ["a.png", "b.jpg", "c.png"]
+    assert [i["id"] for i in result["images"]] == [1, 2, 4]  # ids follow the listing; 3 was skipped
+    assert result["info"]["skipped"] == [str(folder / "broken.png")]
+    assert {a["image_id"] for a in result["annotations"]} == {1, 2, 4}
+    assert sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir()) == ["a.png", "b.png", "c.png"]
+    # batches of 3 give each image the detections it gets alone, up to padding effects on the scores
+    single = json.loads(
+        run_predict(tmp_path / "one", ckpt_path=str(checkpoint), input=str(images), max_dets=4).read_text()
+    )
+    assert len(single["annotations"]) == len(result["annotations"])
+    ranked = [a["score"] for a in result["annotations"] if a["image_id"] == 1]
+    assert ranked == sorted(ranked, reverse=True)
+
+
+def test_a_bracket_glob_needs_hydra_quotes_as_the_readme_says():
+    """The shell removes one level of quotes; Hydra parses what is left. README: "input='imgs/00000[1-3].png'"."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for command in (
+        """src/predict.py "input='imgs/00000[1-3].png'" """,
+        r"""src/predict.py 'input=imgs/00000\[1-3\].png'""",
+    ):
+        [override] = parser.parse_overrides(shlex.split(command)[1:])
+        assert override.value() == "imgs/00000[1-3].png", command
+    with pytest.raises(OverrideParseException):  # what the shell leaves of input='imgs/00000[1-3].png'
+        parser.parse_overrides(shlex.split("input='imgs/00000[1-3].png'"))
+
+
+@pytest.mark.slow
+def test_predict_script_with_a_bracket_glob_skips_an_unreadable_image_and_exits_2(
+    checkpoint, images, tmp_path
+):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k, name in enumerate(("a.png", "c.png"), start=1):
+        (folder / f"00000{k}.png").write_bytes((images / name).read_bytes())
+    (folder / "000003.png").write_bytes(b"not a png")
+    (folder / "000004.png").write_bytes((images / "a.png").read_bytes())  # outside the glob
+    proc = run_script(
+        "predict.py",
+        f"ckpt_path={checkpoint}",
+        f"input='{folder}/00000[1-3].png'",  # as "input='imgs/00000[1-3].png'" in a shell
+        f"output_dir={tmp_path / 'out'}",
+        "batch_size=2",
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"skipped: {folder / '000003.png'}: cannot read image" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 of 3 images could not be read")
+    result = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert [i["file_name"] for i in result["images"]] == [
+        str(folder / "000001.png"),
+        str(folder / "000002.png"),
+    ]

@@ -17,16 +17,28 @@ from msrcnn.config import ConfigError
 from msrcnn.data import DetectionDataModule, SplitSpec
 from msrcnn.models import MaskScoringRCNN, build_model
 from msrcnn.models.checkpoint import model_kwargs
+from msrcnn.models.torchvision_init import init_from_torchvision, is_torchvision_source
 from msrcnn.training.callbacks import StepLogger, TimeBudget
 
 log = logging.getLogger("msrcnn.app")
 
 
-def build_detector(cfg: dict[str, Any], num_classes: int) -> MaskScoringRCNN:
-    """The detector of a plain config dict; ``model.init_from`` weights loaded when set."""
+def build_detector(
+    cfg: dict[str, Any], num_classes: int, categories: list[tuple[int, str]] | None = None
+) -> MaskScoringRCNN:
+    """The detector of a plain config dict; ``model.init_from`` weights loaded when set.
+
+    ``categories``: ``(dataset category id, name)`` of labels 1..K, which ``torchvision:<name>``
+    weights need (their classes are mapped by COCO category id).
+    """
     model = build_model(num_classes=num_classes, **model_kwargs(cfg))
-    if cfg["model"].get("init_from"):
-        load_detector_weights(model, cfg["model"]["init_from"])
+    init_from = cfg["model"].get("init_from")
+    # --- torchvision:<name> (msrcnn.models.torchvision_init); any other value is a file path ---
+    if is_torchvision_source(init_from):
+        init_from_torchvision(model, init_from, categories)
+    # --- end torchvision ---
+    elif init_from:
+        load_detector_weights(model, init_from)
     return model
 
 

@@ -11,12 +11,17 @@
   score, the ranking MS R-CNN uses for masks);
 * ``overlays/<image>.png``: each image with its masks, boxes, classes, class scores, MaskIoU and
   mask scores drawn (``render=false`` skips them).
+
+Detections are ranked by mask score (``sort_by=class_score`` for the class score). An image that
+cannot be read is skipped and named (on stderr and in ``predictions.json``'s ``info.skipped``); the
+others are predicted and written, and the run then ends with exit status 2.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +36,7 @@ from msrcnn.config import validate
 from msrcnn.data import DataError
 from msrcnn.evaluation import DetectionRecord, write_json_atomic
 from msrcnn.evaluation.plots import draw_detections, figure_to_array
-from msrcnn.predictor import Predictor, to_image_tensor
+from msrcnn.predictor import PRECISIONS, SORT_KEYS, Predictor, to_image_tensor
 
 log = logging.getLogger("msrcnn.app")
 
@@ -49,12 +54,17 @@ class PredictConfig:
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     max_dets: int = 100  # detections per image (top class scores)
     score_threshold: float = (
-        0.0  # drop detections with a lower class score (the model's own is box_score_thresh)
+        0.0  # drop detections with a lower class score (the model's own: box_score_thresh)
     )
+    min_mask_score: float = 0.0  # drop detections with a lower mask score (class score x MaskIoU)
+    sort_by: str = "mask_score"  # mask_score (the paper's ranking) | class_score
     soft_nms: bool | None = None  # null: as trained; true | false to override
+    batch_size: int = 1  # images per forward pass
+    precision: str = "32"  # 32 | bf16 | 16 (autocast on the device)
     render: bool = True  # write overlays/<image>.png
     render_min_score: float = 0.3  # overlays: draw detections with at least this mask score...
-    render_max_instances: int = 30  # ...at most this many per image
+    render_min_instances: int = 3  # ...but at least the best N (a weak model's overlay is not blank)...
+    render_max_instances: int = 30  # ...and at most this many per image
     torch_threads: int | None = None
 
 
@@ -113,51 +123,79 @@ def record_annotations(record: DetectionRecord, first_id: int = 1) -> list[dict[
 
 
 def predict(cfg: DictConfig) -> Path:
-    """Runs the checkpoint on ``cfg.input``; returns the path of ``predictions.json``."""
+    """Runs the checkpoint on ``cfg.input``; returns the path of ``predictions.json``.
+
+    Unreadable images are skipped (each named on stderr); when any were, a
+    :class:`~msrcnn.data.DataError` listing them is raised after everything else was written.
+    """
     cfg = validate(cfg, PredictConfig)
+    for key, value, choices in (
+        ("precision", cfg.precision, PRECISIONS),
+        ("sort_by", cfg.sort_by, SORT_KEYS),
+    ):
+        if value not in choices:
+            raise DataError(f"{key}={value} is not valid; expected one of {', '.join(choices)}")
+    if cfg.batch_size < 1:
+        raise DataError(f"batch_size={cfg.batch_size} must be at least 1")
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     start = time.perf_counter()
     images = list_images(cfg.input)
     output_dir = Path(cfg.output_dir)
     overlay_dir = output_dir / "overlays"
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.render:
-        overlay_dir.mkdir(exist_ok=True)
 
     predictor = Predictor(
         cfg.ckpt_path,
         device=cfg.device,
         max_dets=cfg.max_dets,
         score_threshold=cfg.score_threshold,
+        min_mask_score=cfg.min_mask_score,
+        sort_by=cfg.sort_by,
         soft_nms=cfg.soft_nms,
+        batch_size=cfg.batch_size,
+        precision=cfg.precision,
     )
     model, categories = predictor.model, predictor.categories
     names = dict(categories)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.render:
+        overlay_dir.mkdir(exist_ok=True)
 
-    image_entries, annotations, used_names = [], [], set()
-    for image_id, path in enumerate(images, start=1):
-        try:
-            image = to_image_tensor(path)
-        except ValueError as err:
-            raise DataError(str(err)) from None
-        [(record, _)] = predictor.records([image], first_image_id=image_id)
-        image_entries.append(
-            {
-                "id": image_id,
-                "file_name": str(path),
-                "height": int(image.shape[1]),
-                "width": int(image.shape[2]),
-            }
-        )
-        annotations += record_annotations(record, first_id=len(annotations) + 1)
-        if cfg.render:
-            name = path.stem if path.stem not in used_names else f"{path.stem}_{image_id}"
-            used_names.add(name)
-            fig = draw_detections(
-                image, record, names, cfg.render_max_instances, cfg.render_min_score, title=path.name
+    image_entries, annotations, used_names, skipped = [], [], set(), []
+    for first in range(0, len(images), cfg.batch_size):
+        batch = []  # (image id, path, tensor) of the readable images of this batch
+        for image_id, path in enumerate(images[first : first + cfg.batch_size], start=first + 1):
+            try:
+                batch.append((image_id, path, to_image_tensor(path)))
+            except (ValueError, FileNotFoundError) as err:
+                skipped.append(str(path))
+                print(f"skipped: {err}", file=sys.stderr, flush=True)
+        for (image_id, path, image), (record, _) in zip(
+            batch, predictor.records([t for _, _, t in batch], first_image_id=1)
+        ):
+            record.image_id = image_id
+            image_entries.append(
+                {
+                    "id": image_id,
+                    "file_name": str(path),
+                    "height": int(image.shape[1]),
+                    "width": int(image.shape[2]),
+                }
             )
-            Image.fromarray(figure_to_array(fig)).save(overlay_dir / f"{name}.png")
+            annotations += record_annotations(record, first_id=len(annotations) + 1)
+            if cfg.render:
+                name = path.stem if path.stem not in used_names else f"{path.stem}_{image_id}"
+                used_names.add(name)
+                fig = draw_detections(
+                    image,
+                    record,
+                    names,
+                    max_instances=cfg.render_max_instances,
+                    min_score=cfg.render_min_score,
+                    min_instances=cfg.render_min_instances,
+                    title=path.name,
+                )
+                Image.fromarray(figure_to_array(fig)).save(overlay_dir / f"{name}.png")
 
     result = {
         "info": {
@@ -165,6 +203,9 @@ def predict(cfg: DictConfig) -> Path:
             "checkpoint": str(cfg.ckpt_path),
             "experiment_name": (model.config or {}).get("experiment_name"),
             "soft_nms": model.roi_heads.soft_nms.enabled,
+            "precision": cfg.precision,
+            "sort_by": cfg.sort_by,
+            "skipped": skipped,
         },
         "images": image_entries,
         "categories": [{"id": cat_id, "name": name} for cat_id, name in categories],
@@ -172,8 +213,13 @@ def predict(cfg: DictConfig) -> Path:
     }
     path = write_json_atomic(output_dir / "predictions.json", result)
     print(
-        f"{len(images)} images, {len(annotations)} detections in {time.perf_counter() - start:.1f} s\n"
+        f"{len(image_entries)} images, {len(annotations)} detections in {time.perf_counter() - start:.1f} s\n"
         f"predictions: {path}" + (f"\noverlays: {overlay_dir}" if cfg.render else ""),
         flush=True,
     )
+    if skipped:
+        raise DataError(
+            f"{len(skipped)} of {len(images)} images could not be read and were skipped "
+            f"(listed in {path} info.skipped): {', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}"
+        )
     return path

@@ -105,7 +105,8 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         "class_names": list(datamodule.class_names),
         "category_ids": list(datamodule.category_map.cat_ids),
     }
-    model = build_detector(plain, datamodule.num_classes)
+    categories = list(zip(dataset_info["category_ids"], dataset_info["class_names"]))
+    model = build_detector(plain, datamodule.num_classes, categories)
     evaluator = CocoEvaluator(
         datamodule.val_ann_file,
         [0, *datamodule.category_map.cat_ids],

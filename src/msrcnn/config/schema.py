@@ -84,6 +84,7 @@ class BackboneConfig:
     anchor_sizes: Optional[list[list[int]]] = None
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     width: int = 64  # first-stage channels (the paper's ResNets: 64)
+    fpn_norm: Optional[Norm] = None  # a norm after each FPN conv (torchvision's *_v2: bn); null: none
 
 
 @dataclass
@@ -120,6 +121,8 @@ class ModelConfig:
     box_num_convs: int = 4
     mask_head_channels: int = 256
     mask_num_convs: int = 4
+    mask_head_norm: Optional[Norm] = None  # a norm after each mask head conv (torchvision's *_v2: bn)
+    rpn_conv_depth: int = 1  # 3x3 convs of the RPN head (torchvision's *_v2: 2)
     channels_last: bool = False  # NHWC convolution weights (faster on CPUs and tensor-core GPUs)
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
@@ -132,7 +135,7 @@ class ModelConfig:
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
     soft_nms: SoftNMSGroupConfig = field(default_factory=SoftNMSGroupConfig)
-    init_from: Optional[str] = None  # a torchvision MaskRCNN state dict or an msrcnn checkpoint
+    init_from: Optional[str] = None  # torchvision:<name>, a MaskRCNN state dict or an msrcnn checkpoint
     train_only: TrainOnly = TrainOnly.all
 
 
@@ -287,3 +290,15 @@ class EvalAppConfig:
     float32_matmul_precision: str = (
         "high"  # CUDA: high/medium = TF32 matmuls and convolutions; highest = none
     )
+
+
+@dataclass
+class ExportAppConfig:
+    """``src/export.py``: a checkpoint as a deployable file (the model comes from the checkpoint)."""
+
+    ckpt_path: str = MISSING
+    format: str = "onnx"  # msrcnn.export.FORMATS: onnx (ONNX Runtime)
+    output: Optional[str] = None  # null: the checkpoint's path with the format's suffix (last.onnx)
+    opset: int = 17  # ONNX opset
+    image: Optional[str] = None  # an image to trace on and to check the file with; null: a random one
+    check: bool = True  # run the file with ONNX Runtime and compare it with the eager model

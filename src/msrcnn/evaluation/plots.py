@@ -136,13 +136,18 @@ def draw_detections(
 
     Args:
         image: ``float [3, H, W]`` in [0, 1] (a tensor is fine) or ``uint8 [H, W, 3]``.
-        record: the image's detections (``labels`` as given, named through ``class_names``).
+        record: the image's detections (``labels`` as given, named through ``class_names``): a
+            :class:`DetectionRecord` or a :class:`msrcnn.Prediction` (named by its own class names).
         class_names: label (the record's category id) -> name.
         max_instances: at most this many, best mask score first.
         min_score: skip detections with a lower mask score...
         min_instances: ...but draw at least this many.
         min_side: figure size floor in inches (small images are enlarged so labels stay legible).
     """
+    if not isinstance(record, DetectionRecord) and hasattr(record, "to_record"):  # a msrcnn.Prediction
+        if class_names is None:
+            class_names = dict(zip((int(c) for c in record.category_ids), record.class_names))
+        record = record.to_record()
     pixels = image_to_array(image)
     height, width = pixels.shape[:2]
     scale = max(1.0, min_side * dpi / max(height, width))

@@ -216,6 +216,7 @@ def build_backbone(
     anchor_sizes: Sequence[Sequence[int]] | None = None,
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
     width: int = 64,
+    fpn_norm: str | None = None,
 ) -> BackboneSpec:
     """Builds one of :data:`BACKBONES`.
 
@@ -233,6 +234,8 @@ def build_backbone(
         width: channels of the first stage (the stages have ``width * (1, 2, 4, 8)``, times 4 for
             ResNet-50/101's bottlenecks); 64 is the paper's ResNets. A narrower ResNet trains from
             scratch only (no ImageNet weights exist for it); the CPU demo uses 32.
+        fpn_norm: a normalisation after each FPN conv (``bn``/``frozen_bn``/``gn``; torchvision's
+            ``*_v2`` detectors use BatchNorm); ``None``: none (convs with biases), torchvision's v1.
     """
     if name not in BACKBONES:
         raise ValueError(f"backbone={name!r} is not valid; expected one of {', '.join(BACKBONES)}")
@@ -278,6 +281,7 @@ def build_backbone(
         in_channels_list=[widths[k - 1] for k in layers],
         out_channels=fpn_channels,
         extra_blocks=LastLevelMaxPool(),
+        norm_layer=norm_layer(fpn_norm) if fpn_norm else None,
     )
     featmap_names = [str(i) for i in range(len(layers))]
     sizes = anchor_sizes or default_anchor_sizes(len(layers) + 1)

@@ -12,7 +12,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from msrcnn.models.backbones import build_backbone
+from msrcnn.models.backbones import build_backbone, norm_layer
 from msrcnn.models.mask_scoring_rcnn import MaskScoringRCNN
 from msrcnn.models.roi_heads import MaskIoUConfig
 
@@ -30,6 +30,8 @@ def build_model(
     box_num_convs: int = 4,
     mask_head_channels: int = 256,
     mask_num_convs: int = 4,
+    mask_head_norm: str | None = None,
+    rpn_conv_depth: int = 1,
     channels_last: bool = False,
     **kwargs,
 ) -> MaskScoringRCNN:
@@ -41,7 +43,9 @@ def build_model(
     :class:`~msrcnn.models.roi_heads.MaskIoUConfig`'s fields; ``name: none``, the group's other
     option, or ``None`` gives a plain Mask R-CNN). The other arguments are the ``model`` group's:
     ``box_head`` is ``mlp`` (torchvision's two FCs) or ``conv`` (``box_num_convs`` 3x3 convs with
-    BatchNorm, then one FC); ``channels_last`` stores the convolution weights in NHWC order, which the
+    BatchNorm, then one FC); ``mask_head_norm`` adds a normalisation (``bn``/``frozen_bn``/``gn``)
+    after each mask head conv and ``rpn_conv_depth`` sets the RPN head's 3x3 convs (torchvision's
+    ``*_v2`` detectors: ``bn`` and 2; default none and 1); ``channels_last`` stores the convolution weights in NHWC order, which the
     convolutions then follow (faster on CPUs and on tensor-core GPUs); the remaining keyword arguments
     (``min_size``, ``max_size``, ``rpn_*``, ``box_*``, ``soft_nms``, ...) go to :class:`MaskScoringRCNN`
     and from there to torchvision's ``MaskRCNN``.
@@ -57,7 +61,7 @@ def build_model(
         head = None if name == "none" else {k: v for k, v in head.items() if k != "name"}
     channels = spec.body.out_channels
     anchors = AnchorGenerator(spec.anchor_sizes, (tuple(spec.aspect_ratios),) * len(spec.anchor_sizes))
-    rpn_head = RPNHead(channels, anchors.num_anchors_per_location()[0])
+    rpn_head = RPNHead(channels, anchors.num_anchors_per_location()[0], conv_depth=rpn_conv_depth)
     roi = spec.roi_output_size
     box_pool = MultiScaleRoIAlign(spec.featmap_names, output_size=roi, sampling_ratio=2)
     if spec.box_head is not None:
@@ -82,7 +86,9 @@ def build_model(
         box_head=box_module,
         box_predictor=FastRCNNPredictor(rep, num_classes),
         mask_roi_pool=MultiScaleRoIAlign(spec.featmap_names, output_size=14, sampling_ratio=2),
-        mask_head=MaskRCNNHeads(channels, mask_layers, 1),
+        mask_head=MaskRCNNHeads(
+            channels, mask_layers, 1, norm_layer=norm_layer(mask_head_norm) if mask_head_norm else None
+        ),
         mask_predictor=MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], num_classes),
         head=head,
         **kwargs,

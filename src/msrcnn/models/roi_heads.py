@@ -286,7 +286,8 @@ class MaskScoringRoIHeads(RoIHeads):
                 hr = self._highres_features(features, mask_proposals, image_shapes)
                 pred = self.maskiou_head(roi_features if hr is None else hr, mask_logits, labels_cat).float()
                 ious = pred[torch.arange(pred.shape[0], device=pred.device), labels_cat].clamp(0.0, 1.0)
-                for r, iou in zip(result, ious.split([len(lab) for lab in det_labels])):
+                # lab.shape[0], not len(lab): a traced (ONNX) graph keeps the count dynamic
+                for r, iou in zip(result, ious.split([lab.shape[0] for lab in det_labels])):
                     r["mask_ious"] = iou.to(r["scores"].dtype)
                     r["mask_scores"] = r["scores"] * r["mask_ious"]
         return result, losses
