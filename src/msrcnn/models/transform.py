@@ -22,9 +22,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torchvision
 from torch import Tensor
 from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks_in_image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_keypoints
+from torchvision.models.detection.transform import resize_boxes as tv_resize_boxes
 
 from msrcnn.ops.mask_crops import MaskCrops
 from msrcnn.ops.paste import paste_masks_in_image
@@ -108,9 +110,13 @@ class MaskScoringTransform(GeneralizedRCNNTransform):
     ) -> list[dict[str, Tensor]]:
         if self.training:
             return result
-        paste = paste_masks_in_image if self.fast_paste else tv_paste_masks_in_image
+        # while tracing (ONNX export) torchvision's own functions, which it keeps traceable: the
+        # fast paths read sizes and box corners on the host, which a trace would freeze
+        tracing = torchvision._is_tracing()
+        paste = paste_masks_in_image if self.fast_paste and not tracing else tv_paste_masks_in_image
+        scale_boxes = tv_resize_boxes if tracing else resize_boxes
         for pred, im_s, o_im_s in zip(result, image_shapes, original_image_sizes):
-            pred["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)
+            pred["boxes"] = scale_boxes(pred["boxes"], im_s, o_im_s)
             if "masks" in pred:
                 if self.mask_output == "roi":
                     pred["roi_masks"] = pred.pop("masks")

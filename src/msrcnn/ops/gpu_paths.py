@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torchvision
 
 __all__ = ["gpu_paths", "use_gpu_paths"]
 
@@ -27,7 +28,10 @@ _forced = False
 
 
 def use_gpu_paths(device: torch.device | str) -> bool:
-    """Whether tensors on ``device`` take the GPU variants: any device but the CPU, or inside :func:`gpu_paths`."""
+    """Whether tensors on ``device`` take the GPU variants: any device but the CPU, or inside :func:`gpu_paths`;
+    never while tracing (ONNX export), where torchvision's traceable code runs."""
+    if torchvision._is_tracing():
+        return False
     return _forced or torch.device(device).type != "cpu"
 
 
