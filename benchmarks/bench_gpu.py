@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from bench_model import NUM_CLASSES, r18_kwargs, synthetic_targets, torchvision_twin
-from common import compare, paired_ratio
+from common import compare, measure, paired_ratio
 
 from msrcnn.models import build_model
 
@@ -135,4 +135,48 @@ def bench_gpu(device: torch.device, cfg: dict[str, Any], repeats: int, warmup: i
         for name in steps
     }
     out["train_step"] = {"batch": cfg["batch"], "modes": train, "timings": t}
+
+    # what users compare: inference ms/image for each mask output, and training images/s
+    model.eval()
+    per_image: dict[str, float] = {}
+    cuda_syncs: dict[str, int] = {}
+    for output in ("image", "roi"):
+        model.mask_output = output
+        with torch.no_grad():
+            per_image[output] = measure(_synced(lambda: model(image), device), repeats, warmup)["median_s"]
+            if device.type == "cuda":
+                cuda_syncs[output] = _cuda_syncs(lambda: model(image))
+    model.mask_output = "image"
+    out["inference_per_image"] = per_image
+    if cuda_syncs:
+        out["cuda_syncs_per_image"] = cuda_syncs
+    model.train()
+    rows = []
+    for batch in cfg["throughput_batches"]:
+        b_images, b_targets = synthetic_targets(batch, height, width, cfg["gt"], seed=1)
+        b_images = [im.to(device) for im in b_images]
+        b_targets = [{k: v.to(device) for k, v in t.items()} for t in b_targets]
+        for name in ("float32", "bfloat16"):
+            dtype = None if name == "float32" else torch.bfloat16
+            if dtype is not None and name not in cfg["amp_dtypes"]:
+                continue
+            seconds = measure(_train_step(model, b_images, b_targets, dtype), repeats, warmup)["median_s"]
+            rows.append({"batch": batch, "dtype": name, "step_s": seconds, "images_per_s": batch / seconds})
+    out["train_throughput"] = rows
     return out
+
+
+def _cuda_syncs(fn: Callable[[], Any]) -> int:
+    """The synchronizing CUDA calls of ``fn()``, as ``torch.cuda.set_sync_debug_mode("warn")`` reports them."""
+    import warnings
+
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    return sum("synchroniz" in str(w.message) for w in caught)

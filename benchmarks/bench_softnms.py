@@ -11,14 +11,15 @@ from common import compare, paired_ratio
 from torchvision.ops import batched_nms
 
 from msrcnn.ops import batched_soft_nms
+from msrcnn.ops.soft_nms import IOU_THRESHOLD, SCORE_THRESHOLD
 
 
 def plain_soft_nms(
     boxes: torch.Tensor,
     scores: torch.Tensor,
     labels: torch.Tensor,
-    iou_threshold: float = 0.3,
-    score_threshold: float = 1e-3,
+    iou_threshold: float = IOU_THRESHOLD,
+    score_threshold: float = SCORE_THRESHOLD,
 ) -> tuple[list[int], list[float]]:
     """Linear Soft-NMS as a plain per-box Python loop: Detectron's ``cpu_soft_nms`` (Cython) written
     in Python, one class at a time, the IoU of the selected box with each remaining box in turn."""
@@ -71,8 +72,8 @@ def python_soft_nms(
     boxes: np.ndarray,
     scores: np.ndarray,
     labels: np.ndarray,
-    iou_threshold: float = 0.3,
-    score_threshold: float = 1e-3,
+    iou_threshold: float = IOU_THRESHOLD,
+    score_threshold: float = SCORE_THRESHOLD,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Linear Soft-NMS per class, one selected box at a time, with numpy over the remaining boxes
     (the usual Python port): take the highest remaining box, rescale every other remaining box by

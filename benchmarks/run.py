@@ -3,7 +3,8 @@
 
     python benchmarks/run.py [--quick] [--threads N] [--only SECTION,...] [--repeats N] [--output PATH]
 
-Sections: inference, train_step, maskiou_targets, soft_nms, paste, evaluation, data_loading, gpu
+Sections: inference, train_step, maskiou_targets, soft_nms, paste, evaluation, data_loading, loader,
+host_syncs, gpu
 (the GPU checks: run on a CUDA device, reported as skipped without one; ``--quick`` runs them on
 the CPU as a smoke test).
 Prints one table per section and the targets of issue #6 (met or not), and writes
@@ -42,6 +43,8 @@ SECTIONS = (
     "paste",
     "evaluation",
     "data_loading",
+    "loader",
+    "host_syncs",
     "gpu",
 )
 
@@ -62,7 +65,17 @@ PROFILES: dict[str, dict[str, Any]] = {
             "batch": 2,
             "gt": 10,
             "amp_dtypes": ["bfloat16", "float16"],
+            "throughput_batches": [2, 8, 16],
             "cpu_smoke": False,
+        },
+        "loader": {"images": 12, "size": (512, 832), "batches": 12},
+        "host_syncs": {
+            "backbone": "r50_fpn",
+            "size": (800, 1333),
+            "detections": 100,
+            "train_size": (512, 832),
+            "train_batch": 4,
+            "train_gt": 12,
         },
         "data_loading": {
             "num_train": 96,
@@ -98,7 +111,17 @@ PROFILES: dict[str, dict[str, Any]] = {
             "batch": 1,
             "gt": 3,
             "amp_dtypes": ["bfloat16"],
+            "throughput_batches": [1, 2],
             "cpu_smoke": True,
+        },
+        "loader": {"images": 2, "size": (128, 208), "batches": 2},
+        "host_syncs": {
+            "backbone": "r18_fpn",
+            "size": (128, 192),
+            "detections": 10,
+            "train_size": (128, 192),
+            "train_batch": 2,
+            "train_gt": 3,
         },
         "data_loading": {
             "num_train": 8,
@@ -240,7 +263,7 @@ def run_soft_nms(p: dict, repeats: int, warmup: int, results: dict, tables: list
 
     cfg = p["soft_nms"]
     out = {}
-    table = Table("Soft-NMS (linear, Nt 0.3) over 80 classes")
+    table = Table("Soft-NMS (linear, Nt 0.5, Detectron's test values) over 80 classes")
     inference = results.get("inference") or {}
     infer_s = list(inference.values())[-1]["ms_s"] if inference else None
     for n in cfg["boxes"]:
@@ -476,6 +499,65 @@ def run_data_loading(p: dict, repeats: int, warmup: int, results: dict, tables: 
     tables.append(table)
 
 
+LOADER_SAMPLES_PER_S = 15.0  # one worker: 8 feed > 100 images/s
+SYNC_BUDGETS = {
+    "inference_image_masks": 20,
+    "inference_roi_masks": 20,
+    "inference_soft_nms": 30,
+    "train_step": 40,
+}
+
+
+def run_loader(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+    from bench_data import bench_crowded_loader
+
+    cfg = p["loader"]
+    with tempfile.TemporaryDirectory() as tmp:
+        r = bench_crowded_loader(Path(tmp), cfg["images"], tuple(cfg["size"]), cfg["batches"])
+    results["loader"] = r
+    table = Table(
+        f"loader: one worker, crowded 700x1100 frames (80-190 instances) at {r['input_size'][0]}x{r['input_size'][1]}, uncached"
+    )
+    table.add(
+        "masks as box-local crops (now)",
+        f"{r['crops']['samples_per_s']:.1f} samples/s",
+        f"{r['speedup']:.1f}x",
+    )
+    table.add("masks as full-image planes (before)", f"{r['dense']['samples_per_s']:.1f} samples/s")
+    tables.append(table)
+    targets.append(
+        Target(
+            "loader samples/s per worker, crowded frames",
+            r["crops"]["samples_per_s"],
+            LOADER_SAMPLES_PER_S,
+            ">=",
+        )
+    )
+
+
+def run_host_syncs(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+    from bench_syncs import bench_syncs
+
+    r = bench_syncs(p["host_syncs"])
+    results["host_syncs"] = r
+    h, w = r["size"]
+    table = Table(
+        f"host syncs (counted on the CPU, GPU code paths): {r['backbone']}, {h}x{w}, {r['detections']} detections"
+    )
+    table.add("inference, pasted masks", str(r["inference_image_masks"]["total"]), "per image")
+    table.add("inference, roi masks", str(r["inference_roi_masks"]["total"]), "per image")
+    table.add("inference, Soft-NMS", str(r["inference_soft_nms"]["total"]), "per image")
+    table.add("torchvision MaskRCNN inference", str(r["torchvision_inference"]["total"]), "same counter")
+    tb, (th, tw) = r["train_batch"], r["train_size"]
+    table.add(
+        f"training step, {tb} images {th}x{tw}, {r['train_gt']} objects each", str(r["train_step"]["total"])
+    )
+    table.add("torchvision MaskRCNN training step", str(r["torchvision_train_step"]["total"]), "same counter")
+    tables.append(table)
+    for key, budget in SYNC_BUDGETS.items():
+        targets.append(Target(f"host syncs: {key.replace('_', ' ')}", r[key]["total"], budget, "<="))
+
+
 GPU_RATIO = 1.05
 
 
@@ -514,6 +596,15 @@ def run_gpu(p: dict, repeats: int, warmup: int, results: dict, tables: list, tar
             ms(mode["step_s"]),
             f"{fmt_ratio(mode['speedup_over_float32'])} the speed of float32; losses finite: {mode['losses_finite']}",
         )
+    for output, seconds in r["inference_per_image"].items():
+        syncs = r.get("cuda_syncs_per_image", {}).get(output)
+        table.add(
+            f"inference per image, {output} masks",
+            ms(seconds),
+            "" if syncs is None else f"{syncs} synchronizing CUDA calls (torch.cuda.set_sync_debug_mode)",
+        )
+    for row in r["train_throughput"]:
+        table.add(f"training, batch {row['batch']}, {row['dtype']}", f"{row['images_per_s']:.1f} img/s")
     tables.append(table)
     if device.type == "cuda":
         targets.append(
@@ -546,6 +637,8 @@ RUNNERS = {
     "soft_nms": run_soft_nms,
     "evaluation": run_evaluation,
     "data_loading": run_data_loading,
+    "loader": run_loader,
+    "host_syncs": run_host_syncs,
     "gpu": run_gpu,
 }
 

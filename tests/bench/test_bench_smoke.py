@@ -16,6 +16,8 @@ SECTIONS = (
     "paste",
     "evaluation",
     "data_loading",
+    "loader",
+    "host_syncs",
     "gpu",
 )
 
@@ -69,7 +71,23 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert gpu["inference"]["time_ratio"] > 0 and gpu["inference"]["channels_last_s"] > 0
     assert set(gpu["train_step"]["modes"]) >= {"float32", "bfloat16", "float32 channels_last"}
     assert all(mode["losses_finite"] for mode in gpu["train_step"]["modes"].values())
+    assert {row["batch"] for row in gpu["train_throughput"]} == {1, 2}
+    assert set(gpu["inference_per_image"]) == {"image", "roi"}
+    loader = results["loader"]
+    assert loader["crops"]["samples_per_s"] > 0 and loader["dense"]["samples_per_s"] > 0
+    syncs = results["host_syncs"]
+    # the GPU paths against torchvision's code, counted alike
+    assert syncs["inference_image_masks"]["total"] < syncs["torchvision_inference"]["total"]
+    assert syncs["train_step"]["total"] < syncs["torchvision_train_step"]["total"]
     names = [t["name"] for t in results["targets"]]
-    for fragment in ("inference", "train step", "Soft-NMS", "share of an inference", "evaluation"):
+    for fragment in (
+        "inference",
+        "train step",
+        "Soft-NMS",
+        "share of an inference",
+        "evaluation",
+        "host syncs",
+        "loader",
+    ):
         assert any(fragment in n for n in names), fragment
     assert all(isinstance(t["met"], bool) for t in results["targets"])
