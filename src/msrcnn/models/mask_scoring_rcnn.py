@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.ops import MultiScaleRoIAlign as _TorchvisionMultiScaleRoIAlign
 
@@ -119,6 +120,41 @@ class MaskScoringRCNN(MaskRCNN):
             soft_nms=soft_nms_config,
         )
         self.roi_heads.box_coder = BoxCoder.from_box_coder(self.roi_heads.box_coder)
+
+    # torchvision 0.2x GeneralizedRCNN.forward, with one check of the target boxes for the whole batch
+    # (torchvision checks each image's, a host sync per image on a GPU)
+    def forward(
+        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """Training (``targets`` given): the losses; inference: one output dict per image (see the class)."""
+        if self.training:
+            if targets is None:
+                raise ValueError("targets should not be None in training mode")
+            for target in targets:
+                boxes = target["boxes"]
+                if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
+                    shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+                    raise ValueError(f"Expected target boxes to be a tensor of shape [N, 4], got {shape}.")
+        original_image_sizes: list[tuple[int, int]] = []
+        for img in images:
+            size = img.shape[-2:]
+            if len(size) != 2:
+                raise ValueError(
+                    f"expecting the last two dimensions of the Tensor to be H and W, got {img.shape}"
+                )
+            original_image_sizes.append((size[0], size[1]))
+        images, targets = self.transform(images, targets)
+        if targets is not None:
+            _check_box_sides(targets)
+        features = self.backbone(images.tensors)
+        if isinstance(features, Tensor):
+            features = OrderedDict([("0", features)])
+        proposals, proposal_losses = self.rpn(images, features, targets)
+        detections, detector_losses = self.roi_heads(features, proposals, images.image_sizes, targets)
+        detections = self.transform.postprocess(detections, images.image_sizes, original_image_sizes)
+        if self.training:
+            return {**detector_losses, **proposal_losses}
+        return detections
 
     @classmethod
     def from_checkpoint(
@@ -250,6 +286,21 @@ def _roi_channels(heads, backbone: nn.Module) -> int:
         if isinstance(module, nn.Conv2d):
             return module.in_channels
     return backbone.out_channels
+
+
+def _check_box_sides(targets: list[dict[str, Tensor]]) -> None:
+    """torchvision's check that every target box has positive width and height, for the batch at once."""
+    boxes = torch.cat([t["boxes"] for t in targets]) if targets else None
+    if boxes is None or not bool((boxes[:, 2:] <= boxes[:, :2]).any()):  # the one host sync
+        return
+    for index, target in enumerate(targets):
+        bad = (target["boxes"][:, 2:] <= target["boxes"][:, :2]).any(dim=1)
+        if bool(bad.any()):
+            box = target["boxes"][torch.where(bad)[0][0]].tolist()
+            raise ValueError(
+                "All bounding boxes should have positive height and width."
+                f" Found invalid box {box} for target at index {index}."
+            )
 
 
 def _sync_light_pooler(pooler: nn.Module) -> nn.Module:

@@ -80,13 +80,15 @@ def positive_indices(labels: list[Tensor]) -> list[Tensor]:
     counts, instead of a ``nonzero`` per image."""
     if len(labels) <= 2 or not use_gpu_paths(labels[0].device):
         return [torch.where(lab > 0)[0] for lab in labels]
-    sizes = [lab.shape[0] for lab in labels]
+    device = labels[0].device
+    # per RoI of the batch: its image, and its index within the image (fill kernels, no copies)
+    image_of = torch.cat([torch.full((lab.shape[0],), i, device=device) for i, lab in enumerate(labels)])
+    local = torch.cat([torch.arange(lab.shape[0], device=device) for lab in labels])
     flat = torch.nonzero(torch.cat(labels) > 0).squeeze(1)
-    starts = torch.tensor([0] + sizes[:-1], device=flat.device).cumsum(0)
-    image = torch.bucketize(flat, starts, right=True) - 1
-    counts = torch.zeros(len(labels), dtype=torch.int64, device=flat.device)
+    image = image_of.index_select(0, flat)
+    counts = torch.zeros(len(labels), dtype=torch.int64, device=device)
     counts = counts.index_add_(0, image, torch.ones_like(image)).tolist()
-    return [(part - start) for part, start in zip(flat.split(counts), starts.unbind())]
+    return list(local.index_select(0, flat).split(counts))
 
 
 def _float32_under_autocast(features: dict[str, Tensor]) -> dict[str, Tensor]:
