@@ -44,7 +44,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         idxs: ``[N]`` integer group (class, level, image) of each box.
         iou_threshold: boxes of one group with IoU above it to a higher-scoring kept box are dropped.
     """
-    if not use_gpu_paths(boxes.device):
+    if not use_gpu_paths(boxes.device) or boxes.device.type == "mps":  # MPS has no float64
         return box_ops.batched_nms(boxes, scores, idxs, iou_threshold)
     n = boxes.shape[0]
     if n == 0:
