@@ -206,7 +206,9 @@ def test_crowded_image_mask_loss_equals_torchvision():
     spec = build_backbone("r18_fpn", returned_layers=[1, 2, 3, 4], fpn_channels=16)
     kwargs = dict(min_size=128, max_size=128, box_batch_size_per_image=32, box_positive_fraction=0.25)
     tv = MaskRCNN(copy.deepcopy(spec.body), num_classes=4, **kwargs).train()
-    ms = MaskScoringRCNN(copy.deepcopy(spec.body), num_classes=4, head={"conv_channels": 16}, **kwargs).train()
+    ms = MaskScoringRCNN(
+        copy.deepcopy(spec.body), num_classes=4, head={"conv_channels": 16}, **kwargs
+    ).train()
     ms.load_state_dict(tv.state_dict(), strict=False)
     images, targets = crowded_batch()
     losses = {}
