@@ -137,3 +137,47 @@ def test_a_corrupt_image_given_to_predict(tmp_path, run_config, weights):
     )
     line = user_error_line(predict, cfg)
     assert str(image) in line and "cannot read image" in line
+
+
+def test_init_from_reads_weights_the_way_checkpoints_are_read(tmp_path, run_config, weights):
+    """model.init_from takes an msrcnn checkpoint or a bare state dict (read_weights, the checkpoint
+    reader's path); a damaged or empty file, or one that does not fit, is one line."""
+    from msrcnn.app.builders import build_detector
+
+    ckpt = _save(tmp_path / "run.ckpt", weights, _config(run_config))
+    bare = tmp_path / "bare.pth"
+    plain_weights = {k.removeprefix("model."): v for k, v in weights.items()}
+    torch.save({k: v for k, v in plain_weights.items() if ".maskiou_head." not in k}, bare)
+    config = {**run_config, "model": {**run_config["model"], "init_from": str(ckpt)}}
+    model = build_detector(config, num_classes=len(NAMES) + 1)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in plain_weights.items())
+    config["model"]["init_from"] = str(bare)  # a Mask R-CNN without the head: the head starts fresh
+    build_detector(config, num_classes=len(NAMES) + 1)
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(ckpt.read_bytes()[:1000])
+    empty = _save(tmp_path / "empty.ckpt", {"other.x": torch.zeros(1)}, _config(run_config))
+    for path, why in (
+        (truncated, "is not a readable checkpoint (truncated or corrupt?)"),
+        (empty, "holds no model weights"),
+    ):
+        config["model"]["init_from"] = str(path)
+        line = user_error_line(build_detector, config, len(NAMES) + 1)
+        assert line.startswith(f"error: {path} {why}"), line
+    config["model"]["init_from"] = str(ckpt)
+    line = user_error_line(build_detector, config, len(NAMES) + 2)  # one more class than the file
+    assert line.startswith(f"error: {ckpt}: 8 tensors do not fit this model"), line
+
+
+def test_train_only_maskiou_trains_the_heads_own_parameters(run_config, weights):
+    from msrcnn.app.builders import build_detector
+
+    model = build_detector(run_config, num_classes=len(NAMES) + 1)
+    module = MaskScoringModule(model, run_config["optim"], train_only="maskiou")
+    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    assert trainable == {
+        f"roi_heads.maskiou_head.{n}" for n, _ in model.roi_heads.maskiou_head.named_parameters()
+    }
+    plain = build_detector({**run_config, "head": {"name": "none"}}, num_classes=len(NAMES) + 1)
+    with pytest.raises(ValueError, match="needs a model with a MaskIoU head"):
+        MaskScoringModule(plain, run_config["optim"], train_only="maskiou")
