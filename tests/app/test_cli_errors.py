@@ -58,6 +58,11 @@ CASES = [
         "error: experiment=dmo: no such option; options of experiment: custom_cpu, custom_gpu, demo,",
     ),
     ("predict.py", ["input=imgs/0[1-3].png"], "error: cannot parse the override 'input=imgs/0[1-3].png'"),
+    (
+        "train.py",
+        ["head=none", "head.input=concat_all"],
+        "error: head.input=concat_all has no effect with head=none (a plain Mask R-CNN has no MaskIoU head)",
+    ),
 ]
 
 

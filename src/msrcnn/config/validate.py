@@ -42,6 +42,19 @@ def validate(cfg: DictConfig | dict, schema: type = Config) -> DictConfig:
     return merged
 
 
+def check_overrides(cfg: DictConfig, overrides: list[str]) -> None:
+    """Refuses command-line ``overrides`` that the validated ``cfg`` would ignore: ``head.*`` keys with
+    ``head=none`` (a plain Mask R-CNN has no MaskIoU head to set)."""
+    if cfg.head.name.value != "none":
+        return
+    ignored = [o.lstrip("+~") for o in overrides if o.lstrip("+~").startswith("head.")]
+    if ignored:
+        raise ConfigError(
+            f"{ignored[0]} has no effect with head=none (a plain Mask R-CNN has no MaskIoU head): "
+            "drop it, or use head=maskiou"
+        )
+
+
 def _schema_at(schema: type | None, path: list[str]) -> type | None:
     """The dataclass at ``path`` below ``schema`` (through ``Optional[...]``), None when there is none."""
     for name in path:
