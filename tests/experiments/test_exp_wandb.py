@@ -17,14 +17,9 @@ from omegaconf import OmegaConf
 
 from exp_helpers import CONF, QUIET_WANDB, TINY, run_script
 from msrcnn.app.evaluate import evaluate
-from msrcnn.app.wandb_runs import (
-    make_wandb_logger,
-    offline_runs,
-    read_offline_run,
-    sweep_keys,
-    wandb_job,
-)
+from msrcnn.app.wandb_runs import make_wandb_logger, sweep_keys, wandb_job
 from msrcnn.config import ConfigError
+from wandb_offline import offline_runs, read_offline_run
 
 WANDB_VARS = ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR")
 

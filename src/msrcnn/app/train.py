@@ -28,15 +28,21 @@ log = logging.getLogger("msrcnn.app")
 
 
 def prepare(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """Validates the config, creates the run directory, seeds and sets the thread count."""
+    """Validates the config, then :func:`start_run`."""
     cfg = validate(cfg)
     check_overrides(cfg, _single_run_overrides())
+    return cfg, start_run(cfg)
+
+
+def start_run(cfg: DictConfig) -> Path:
+    """The run set-up of every script's job (a validated config): creates the run directory
+    (``paths.output_dir``), sets the thread count (``torch_threads``) and seeds (``seed``)."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    return cfg, output_dir
+    return output_dir
 
 
 def _single_run_overrides() -> list[str]:

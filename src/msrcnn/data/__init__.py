@@ -7,7 +7,6 @@ from msrcnn.data.coco import (
     SplitSpec,
     SplitStats,
     coco2017_splits,
-    decode_masks,
     encode_masks,
     load_annotation_file,
 )
@@ -36,7 +35,6 @@ __all__ = [
     "coco2017_splits",
     "collate",
     "create_aspect_ratio_groups",
-    "decode_masks",
     "encode_masks",
     "generate_shapes",
     "input_size",

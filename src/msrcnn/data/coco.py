@@ -126,11 +126,6 @@ class CategoryMap:
             raise KeyError(f"label {label} is outside 1..{len(self.cat_ids)}")
         return self.cat_ids[label - 1]
 
-    def labels_to_cat_ids(self, labels: torch.Tensor) -> torch.Tensor:
-        """Vectorised :meth:`label_to_cat_id` for a tensor of labels, e.g. a model's predictions."""
-        lookup = torch.tensor((0, *self.cat_ids), dtype=torch.int64, device=labels.device)
-        return lookup[labels.long()]
-
 
 @dataclass
 class SplitStats:
@@ -387,11 +382,6 @@ def _segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str
 def encode_masks(segmentations: Sequence[Any], height: int, width: int) -> EncodedMasks:
     """Validated COCO segmentations as RLEs, decoded later at the size they are needed."""
     return EncodedMasks([_segmentation_to_rle(seg, height, width) for seg in segmentations], height, width)
-
-
-def decode_masks(segmentations: Sequence[Any], height: int, width: int) -> torch.Tensor:
-    """Decode validated COCO segmentations into a uint8 tensor [N, H, W] at full resolution."""
-    return encode_masks(segmentations, height, width).decode()
 
 
 def build_target(record: Mapping[str, Any], *, masks: bool = True) -> dict[str, Any]:

@@ -420,7 +420,3 @@ class DetectionDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """This rank's unpadded contiguous shard of the test split, in file order."""
         return self._eval_loader(self.test_dataset)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Same as :meth:`test_dataloader`: prediction runs on the test split."""
-        return self._eval_loader(self.test_dataset)
