@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from msrcnn.data import CategoryMap, CocoInstanceDataset, DataError, SplitSpec, coco2017_splits
-from msrcnn.data.coco import rle_string_counts
+from msrcnn.data.rle import rle_string_counts
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
