@@ -60,6 +60,11 @@ CASES = [
     ("predict.py", ["input=imgs/0[1-3].png"], "error: cannot parse the override 'input=imgs/0[1-3].png'"),
     (
         "train.py",
+        ["trainer.max_steps=many"],
+        "error: invalid configuration: trainer.max_steps: Value 'many' of type 'str' could not be converted to Integer",
+    ),
+    (
+        "train.py",
         ["head=none", "head.input=concat_all"],
         "error: head.input=concat_all has no effect with head=none (a plain Mask R-CNN has no MaskIoU head)",
     ),

@@ -2,6 +2,7 @@
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from msrcnn.config import ConfigError, validate
@@ -109,15 +110,26 @@ def test_trainer_accepts_every_lightning_trainer_argument_and_only_those():
     assert trainer.overfit_batches == 2 and type(trainer.profiler).__name__ == "SimpleProfiler"
     with pytest.raises(ConfigError, match="trainer.profilr"):
         validate(compose_train("+trainer.profilr=simple"))
-    with pytest.raises(ConfigError, match="trainer.max_steps"):
-        validate(compose_train("trainer.max_steps=many"))
+    with pytest.raises(ConfigCompositionException, match="trainer.max_steps"):  # typed at composition
+        compose_train("trainer.max_steps=many")
 
 
-def test_trainer_yaml_lists_every_trainer_argument():
+def test_trainer_yaml_holds_only_what_it_changes():
+    """trainer/cpu.yaml composes onto the schema (every Trainer argument at its default): it lists
+    only the keys it changes, and every argument can still be set without '+'."""
+    from msrcnn.config.schema import TrainerConfig
     from msrcnn.config.trainer import trainer_arguments
 
-    listed = set(OmegaConf.load(CONF / "trainer" / "cpu.yaml")) - {"_target_"}
-    assert listed == set(trainer_arguments())  # so that trainer.<any argument>=... needs no '+'
+    schema = OmegaConf.structured(TrainerConfig)
+    own = OmegaConf.load(CONF / "trainer" / "cpu.yaml")
+    assert list(own.defaults) == ["schema", "_self_"]
+    for key in set(own) - {"defaults"}:
+        assert OmegaConf.is_interpolation(own, key) or own[key] != schema[key], key
+    overrides = ["trainer.overfit_batches=2", "trainer.min_steps=1", "trainer.detect_anomaly=true"]
+    for option in ("cpu", "default", "gpu", "ddp"):
+        trainer = validate(compose_train(f"trainer={option}", *overrides)).trainer
+        assert set(trainer) - {"_target_"} == set(trainer_arguments())
+    assert validate(compose_train("trainer.profiler=simple")).trainer.profiler == "simple"
 
 
 @pytest.mark.parametrize("option", ["gpu", "ddp"])

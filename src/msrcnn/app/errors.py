@@ -69,7 +69,7 @@ def hydra_error_message(err: BaseException, schema: type) -> str:
     """One line for an error Hydra raises while composing the configuration."""
     from hydra.conf import HydraConf
     from hydra.errors import MissingConfigException, OverrideParseException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, ValidationError
 
     from msrcnn.config.validate import missing_value_message, unknown_key_message
 
@@ -91,6 +91,8 @@ def hydra_error_message(err: BaseException, schema: type) -> str:
         return unknown_key_message(schema, key)
     if key and isinstance(cause or err, MissingMandatoryValue):
         return missing_value_message(key)
+    if key and isinstance(cause, ValidationError):  # a value of the wrong type for a typed group
+        return f"invalid configuration: {key}: {str(cause).splitlines()[0]}"
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return "; ".join(lines[:2]) or type(err).__name__
 

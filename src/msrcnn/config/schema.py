@@ -281,3 +281,12 @@ class EvalAppConfig:
     experiment_name: str = "eval"
     seed: int = 0
     torch_threads: Optional[int] = None
+
+
+def register_schemas() -> None:
+    """Registers the schemas that ``conf/`` groups compose onto (Hydra's ConfigStore): ``trainer/schema``
+    (:class:`TrainerConfig`, every ``lightning.Trainer`` argument at its default), so that a trainer
+    YAML holds only what it changes and any argument can be set on the command line."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="trainer", name="schema", node=TrainerConfig)

@@ -26,6 +26,8 @@ def validate(cfg: DictConfig | dict, schema: type = Config) -> DictConfig:
     key and an example (:data:`EXAMPLES`).
     """
     base = OmegaConf.structured(schema)
+    if isinstance(cfg, DictConfig):  # plain, so that keys a typed node took in (+key=...) are checked too
+        cfg = OmegaConf.to_container(cfg, resolve=False)
     try:
         merged = OmegaConf.merge(base, cfg)
     except ConfigKeyError as err:
