@@ -44,17 +44,22 @@ def test_users_literal_command_line_composes():
 
 
 def test_misspelt_value_lists_the_choices():
+    """Refused where the group is composed onto its schema (Hydra), and by validate() otherwise."""
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_train("head.input=concatt")
+    assert "head.input" in str(err.value.__cause__) and "concat_highres" in str(err.value.__cause__)
+    plain = OmegaConf.to_container(compose_train())
+    plain["head"]["input"] = "concatt"
     with pytest.raises(ConfigError) as err:
-        validate(compose_train("head.input=concatt"))
+        validate(plain)
     assert "head.input" in str(err.value) and "concat_highres" in str(err.value)
 
 
 def test_misspelt_key_in_a_config_file_fails():
-    cfg = compose_train()
-    OmegaConf.set_struct(cfg, False)
-    cfg.model.box_heads = "conv"
+    plain = OmegaConf.to_container(compose_train())  # as a YAML file outside the schema'd groups would give
+    plain["model"]["box_heads"] = "conv"
     with pytest.raises(ConfigError, match="model.box_heads"):
-        validate(cfg)
+        validate(plain)
 
 
 def test_misspelt_key_on_the_command_line_fails():

@@ -7,6 +7,8 @@ OmegaConf's message naming the key and the valid choices.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
@@ -17,6 +19,7 @@ from msrcnn.config.trainer import TrainerConfig
 from msrcnn.models.backbones import BACKBONES, NORMS
 from msrcnn.models.factory import BOX_HEADS
 from msrcnn.models.maskiou import INPUT_DESIGNS, TRAIN_TARGETS
+from msrcnn.models.roi_heads import MaskIoUConfig, SoftNMSConfig
 from msrcnn.ops.soft_nms import SOFT_NMS_METHODS
 
 BackboneName = Enum(
@@ -86,28 +89,28 @@ class BackboneConfig:
     width: int = 64  # first-stage channels (the paper's ResNets: 64)
 
 
-@dataclass
-class HeadConfig:
-    name: HeadName = HeadName.maskiou
-    input: InputDesign = InputDesign.concat
-    target: TrainTarget = TrainTarget.target_class
-    tau: float = 0.0
-    loss_weight: float = 1.0
-    conv_channels: int = 256
-    num_convs: int = 4
-    fc_dim: int = 1024
-    detach_inputs: bool = False
+def _schema_of(code: type, name: str, enums: dict[str, type[Enum]], lead: list | None = None) -> type:
+    """A schema with the fields and defaults of the dataclass ``code`` uses, choices as ``enums``: the
+    defaults are stated once, in the code (``lead``: fields of the config group itself, first)."""
+    hints = typing.get_type_hints(code)
+    fields = list(lead or [])
+    for f in dataclasses.fields(code):
+        kind = enums.get(f.name, hints[f.name])
+        default = kind(f.default) if f.name in enums else f.default
+        fields.append((f.name, kind, field(default=default)))
+    cls = dataclasses.make_dataclass(name, fields)
+    cls.__module__ = __name__
+    cls.__doc__ = f"The config group of :class:`{code.__module__}.{code.__qualname__}` (its fields and defaults)."
+    return cls
 
 
-@dataclass
-class SoftNMSGroupConfig:
-    """``model.soft_nms``: :class:`msrcnn.models.roi_heads.SoftNMSConfig`'s fields."""
-
-    enabled: bool = False
-    method: SoftNMSMethod = SoftNMSMethod.linear
-    iou_threshold: float = 0.5
-    sigma: float = 0.5
-    score_threshold: float = 0.0001
+HeadConfig = _schema_of(
+    MaskIoUConfig,
+    "HeadConfig",
+    {"input": InputDesign, "target": TrainTarget},
+    lead=[("name", HeadName, field(default=HeadName.maskiou))],  # maskiou | none (no head)
+)
+SoftNMSGroupConfig = _schema_of(SoftNMSConfig, "SoftNMSGroupConfig", {"method": SoftNMSMethod})
 
 
 @dataclass
@@ -284,9 +287,17 @@ class EvalAppConfig:
 
 
 def register_schemas() -> None:
-    """Registers the schemas that ``conf/`` groups compose onto (Hydra's ConfigStore): ``trainer/schema``
-    (:class:`TrainerConfig`, every ``lightning.Trainer`` argument at its default), so that a trainer
-    YAML holds only what it changes and any argument can be set on the command line."""
+    """Registers the schemas that ``conf/`` groups compose onto (Hydra's ConfigStore): ``<group>/schema``
+    for ``backbone``, ``head``, ``model`` and ``trainer`` (every ``lightning.Trainer`` argument at its
+    default), so that their YAML holds only what an option changes and any key can be set on the
+    command line."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(group="trainer", name="schema", node=TrainerConfig)
+    store = ConfigStore.instance()
+    for group, node in (
+        ("backbone", BackboneConfig),
+        ("head", HeadConfig),
+        ("model", ModelConfig),
+        ("trainer", TrainerConfig),
+    ):
+        store.store(group=group, name="schema", node=node)
