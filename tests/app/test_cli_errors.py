@@ -8,6 +8,7 @@ same script in this process (runpy), which is seconds instead of a fresh interpr
 
 from __future__ import annotations
 
+import logging
 import runpy
 import sys
 
@@ -71,6 +72,26 @@ CASES = [
 ]
 
 
+@pytest.fixture
+def restored_logging():
+    """The logging set-up as it was: a script run in-process lets Hydra configure logging, with handlers
+    on this test's captured streams, which are closed after it."""
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    saved = {lg: (lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers}
+    yield
+    for lg in [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]:
+        handlers, level, propagate, disabled = saved.get(lg, ([], logging.NOTSET, True, False))
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate, lg.disabled = propagate, disabled
+
+
 def _one_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr[-2000:]
@@ -95,7 +116,7 @@ def test_each_script_reports_one_line_and_exit_2(script, args, tmp_path):
 
 
 @pytest.mark.parametrize("script,args,expected", CASES, ids=[f"{s}-{' '.join(a)}" for s, a, _ in CASES])
-def test_cli_error_is_one_line(script, args, expected, tmp_path, monkeypatch, capsys):
+def test_cli_error_is_one_line(script, args, expected, tmp_path, monkeypatch, capsys, restored_logging):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # run_cli sets both (restored after the test)
     monkeypatch.setenv("MSRCNN_FULL_ERROR", "0")
     out = f"output_dir={tmp_path}" if script == "predict.py" else f"hydra.run.dir={tmp_path}"
@@ -111,7 +132,7 @@ def test_cli_error_is_one_line(script, args, expected, tmp_path, monkeypatch, ca
     assert _one_line(captured.err).startswith(expected)
 
 
-def test_full_error_brings_hydras_exception_back(monkeypatch):
+def test_full_error_brings_hydras_exception_back(monkeypatch, restored_logging):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     monkeypatch.setenv("MSRCNN_FULL_ERROR", "1")
     monkeypatch.setattr(sys, "argv", [str(ROOT / "src" / "train.py"), "head=nne"])

@@ -77,7 +77,8 @@ def hydra_error_message(err: BaseException, schema: type) -> str:
     key = getattr(cause, "full_key", None) or getattr(err, "full_key", None)
     if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
         group, _, option = err.missing_cfg_file.rpartition("/")
-        return f"{group}={option}: no such option; options of {group}: {', '.join(err.options)}"
+        options = [o for o in err.options if o != "schema"]  # the group's schema is no option of its own
+        return f"{group}={option}: no such option; options of {group}: {', '.join(options)}"
     if isinstance(err, OverrideParseException):
         reason = err.message.splitlines()[0]
         return (

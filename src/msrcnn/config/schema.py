@@ -100,7 +100,9 @@ def _schema_of(code: type, name: str, enums: dict[str, type[Enum]], lead: list |
         fields.append((f.name, kind, field(default=default)))
     cls = dataclasses.make_dataclass(name, fields)
     cls.__module__ = __name__
-    cls.__doc__ = f"The config group of :class:`{code.__module__}.{code.__qualname__}` (its fields and defaults)."
+    cls.__doc__ = (
+        f"The config group of :class:`{code.__module__}.{code.__qualname__}` (its fields and defaults)."
+    )
     return cls
 
 
