@@ -208,7 +208,7 @@ class LoggerConfig:
     project: str = "msrcnn"
     group: Optional[str] = None  # null: the sweep (its Hydra sweep dir) in a -m sweep, else experiment_name
     tags: list[str] = field(default_factory=list)  # e.g. the paper table of a tableN_* sweep
-    mode: str = "offline"  # wandb: offline unless the user set WANDB_MODE or logged in
+    mode: str = "${oc.env:WANDB_MODE,offline}"  # wandb: offline unless the user set WANDB_MODE
     log_images: int = 4  # validation images with predicted masks per evaluation
     log_model: bool = False  # wandb, training: the final last.ckpt / best.ckpt as a model artifact
     id: Optional[str] = None  # wandb: add to this existing run (e.g. src/eval.py into its training run)
@@ -290,16 +290,20 @@ class EvalAppConfig:
 
 def register_schemas() -> None:
     """Registers the schemas that ``conf/`` groups compose onto (Hydra's ConfigStore): ``<group>/schema``
-    for ``backbone``, ``head``, ``model`` and ``trainer`` (every ``lightning.Trainer`` argument at its
-    default), so that their YAML holds only what an option changes and any key can be set on the
+    for ``backbone``, ``callbacks``, ``eval``, ``head``, ``logger``, ``model``, ``optim`` and ``trainer``
+    (every ``lightning.Trainer`` argument at its default), so that their YAML holds only what an option changes and any key can be set on the
     command line."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for group, node in (
         ("backbone", BackboneConfig),
+        ("callbacks", CallbacksConfig),
+        ("eval", EvalConfig),
         ("head", HeadConfig),
+        ("logger", LoggerConfig),
         ("model", ModelConfig),
+        ("optim", OptimConfig),
         ("trainer", TrainerConfig),
     ):
         store.store(group=group, name="schema", node=node)
