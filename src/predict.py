@@ -9,20 +9,14 @@ Other settings: ``device=cpu``, ``batch_size=8``, ``precision=bf16`` (32 | bf16 
 Unreadable images are skipped and listed; the run then exits with status 2.
 """
 
-import os
+import dataclasses
 
-# libgomp's threads spin-wait for each other; on a small CPU shared with another busy process the
-# default makes every op wait on a descheduled thread. A bounded spin keeps the idle speed.
-os.environ.setdefault("GOMP_SPINCOUNT", "200000")
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
-import dataclasses  # noqa: E402
-
-import hydra  # noqa: E402
-from hydra.core.config_store import ConfigStore  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from msrcnn.app.errors import report_user_errors  # noqa: E402
-from msrcnn.app.predict import PredictConfig, predict  # noqa: E402
+from msrcnn.app.errors import report_user_errors, run_cli
+from msrcnn.app.predict import PredictConfig, predict
 
 # The schema's fields with their defaults, plus where Hydra puts its own files (the output folder).
 _DEFAULTS = OmegaConf.to_container(OmegaConf.structured(PredictConfig))
@@ -39,4 +33,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, PredictConfig)  # Hydra's errors too as one line, exit 2

@@ -7,18 +7,12 @@ Examples::
     python src/train.py -m experiment=demo head.input=concat,multiply,concat_all,concat_highres
 """
 
-import os
+import hydra
+from omegaconf import DictConfig
 
-# libgomp's threads spin-wait for each other; on a small CPU shared with another busy process the
-# default makes every op wait on a descheduled thread (many times slower steps; benchmarks/README.md).
-# A bounded spin keeps the idle speed and degrades gracefully. Set it yourself to override.
-os.environ.setdefault("GOMP_SPINCOUNT", "200000")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from msrcnn.app.errors import report_user_errors  # noqa: E402
-from msrcnn.app.train import train  # noqa: E402
+from msrcnn.app.errors import report_user_errors, run_cli
+from msrcnn.app.train import train
+from msrcnn.config import Config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -30,4 +24,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, Config)  # Hydra's errors too as one line, exit 2

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+import msrcnn.config  # noqa: F401 - registers the schemas conf/ composes onto (ConfigStore)
+
 
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:

@@ -60,3 +60,23 @@ def run_script(
             f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc
+
+
+def user_error_line(fn, *args, **kwargs) -> str:
+    """Runs ``fn`` as the scripts run their work (``report_user_errors``) and returns the one line it
+    reported, after checking exit status 2, a single ``error: ...`` line on stderr and no traceback."""
+    import contextlib
+    import io
+
+    import pytest
+
+    from msrcnn.app.errors import report_user_errors
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exit_:
+        report_user_errors(fn)(*args, **kwargs)
+    text = stderr.getvalue()
+    assert exit_.value.code == 2, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in text, text
+    return lines[0]

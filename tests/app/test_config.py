@@ -2,6 +2,7 @@
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from msrcnn.config import ConfigError, validate
@@ -43,17 +44,22 @@ def test_users_literal_command_line_composes():
 
 
 def test_misspelt_value_lists_the_choices():
+    """Refused where the group is composed onto its schema (Hydra), and by validate() otherwise."""
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_train("head.input=concatt")
+    assert "head.input" in str(err.value.__cause__) and "concat_highres" in str(err.value.__cause__)
+    plain = OmegaConf.to_container(compose_train())
+    plain["head"]["input"] = "concatt"
     with pytest.raises(ConfigError) as err:
-        validate(compose_train("head.input=concatt"))
+        validate(plain)
     assert "head.input" in str(err.value) and "concat_highres" in str(err.value)
 
 
 def test_misspelt_key_in_a_config_file_fails():
-    cfg = compose_train()
-    OmegaConf.set_struct(cfg, False)
-    cfg.model.box_heads = "conv"
+    plain = OmegaConf.to_container(compose_train())  # as a YAML file outside the schema'd groups would give
+    plain["model"]["box_heads"] = "conv"
     with pytest.raises(ConfigError, match="model.box_heads"):
-        validate(cfg)
+        validate(plain)
 
 
 def test_misspelt_key_on_the_command_line_fails():
@@ -109,15 +115,26 @@ def test_trainer_accepts_every_lightning_trainer_argument_and_only_those():
     assert trainer.overfit_batches == 2 and type(trainer.profiler).__name__ == "SimpleProfiler"
     with pytest.raises(ConfigError, match="trainer.profilr"):
         validate(compose_train("+trainer.profilr=simple"))
-    with pytest.raises(ConfigError, match="trainer.max_steps"):
-        validate(compose_train("trainer.max_steps=many"))
+    with pytest.raises(ConfigCompositionException, match="trainer.max_steps"):  # typed at composition
+        compose_train("trainer.max_steps=many")
 
 
-def test_trainer_yaml_lists_every_trainer_argument():
+def test_trainer_yaml_holds_only_what_it_changes():
+    """trainer/cpu.yaml composes onto the schema (every Trainer argument at its default): it lists
+    only the keys it changes, and every argument can still be set without '+'."""
+    from msrcnn.config.schema import TrainerConfig
     from msrcnn.config.trainer import trainer_arguments
 
-    listed = set(OmegaConf.load(CONF / "trainer" / "cpu.yaml")) - {"_target_"}
-    assert listed == set(trainer_arguments())  # so that trainer.<any argument>=... needs no '+'
+    schema = OmegaConf.structured(TrainerConfig)
+    own = OmegaConf.load(CONF / "trainer" / "cpu.yaml")
+    assert list(own.defaults) == ["schema", "_self_"]
+    for key in set(own) - {"defaults"}:
+        assert OmegaConf.is_interpolation(own, key) or own[key] != schema[key], key
+    overrides = ["trainer.overfit_batches=2", "trainer.min_steps=1", "trainer.detect_anomaly=true"]
+    for option in ("cpu", "default", "gpu", "ddp"):
+        trainer = validate(compose_train(f"trainer={option}", *overrides)).trainer
+        assert set(trainer) - {"_target_"} == set(trainer_arguments())
+    assert validate(compose_train("trainer.profiler=simple")).trainer.profiler == "simple"
 
 
 @pytest.mark.parametrize("option", ["gpu", "ddp"])

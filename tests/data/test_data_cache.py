@@ -176,3 +176,37 @@ def test_loader_workers_give_the_uncached_batches_over_epochs(crowded) -> None:
     for (images_a, targets_a), (images_b, targets_b) in zip(cached, plain):
         for a, b in zip(zip(images_a, targets_a), zip(images_b, targets_b)):
             _assert_same(a, b)
+
+
+def test_the_data_module_caches_and_later_epochs_hit(crowded) -> None:
+    """The DataModule's training split is cached by default: the second epoch (one input size) is
+    served from the cache, item for item, and equals what the uncached pipeline gives."""
+    ann_file, img_dir = (str(path) for path in crowded)
+    module = DetectionDataModule(
+        train=SplitSpec(ann_file, img_dir),
+        val=SplitSpec(ann_file, img_dir),
+        batch_size=2,
+        num_workers=0,
+        train_min_size=[64],
+        max_size=1000,
+    )
+    module.setup("fit")
+    dataset = module.train_dataset
+    assert dataset.cache_fits()
+    loader = module.train_dataloader()
+    epochs = []
+    for epoch in range(2):
+        loader.batch_sampler.sampler.set_epoch(epoch)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(epoch)
+            epochs.append([batch for batch in loader])
+        assert dataset.cache_hits == epoch * len(dataset)
+    dataset.cache_bytes = 0  # the same epoch without the cache
+    loader.batch_sampler.sampler.set_epoch(1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        plain = [batch for batch in loader]
+    assert dataset.cache_hits == len(dataset)
+    for (images_a, targets_a), (images_b, targets_b) in zip(epochs[1], plain, strict=True):
+        for a, b in zip(zip(images_a, targets_a), zip(images_b, targets_b)):
+            _assert_same(a, b)

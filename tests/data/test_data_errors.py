@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from msrcnn.data import CocoInstanceDataset, DataError, DetectionDataModule, SplitSpec
+from msrcnn_testing import user_error_line
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -192,3 +193,58 @@ def test_a_worker_data_error_arrives_as_the_original_one_line_message(tiny_coco,
 def test_data_error_keeps_ordinary_messages() -> None:
     assert str(DataError("a.json: bad")) == "a.json: bad"
     assert DataError("a.json: bad").worker_traceback is None
+
+
+# The annotation checks' one-line errors, as a script reports them (report_user_errors: exit status 2).
+def _line(ann_file, img_dir) -> str:
+    return user_error_line(lambda: CocoInstanceDataset(ann_file, img_dir)[0])
+
+
+def test_categories_need_integer_ids(tiny_coco) -> None:
+    categories = [{"id": "1", "name": "person"}, *tiny_coco.data["categories"][1:]]
+    line = _line(tiny_coco.variant("catid.json", categories=categories), tiny_coco.img_dir)
+    assert "catid.json: categories[0] needs an integer 'id' and a 'name'" in line
+
+
+def test_a_non_utf8_annotation_file(tiny_coco) -> None:
+    path = tiny_coco.root / "annotations" / "latin1.json"
+    path.write_bytes('{"images": [], "info": "caf\u00e9"}'.encode("latin-1"))
+    line = _line(path, tiny_coco.img_dir)
+    assert "latin1.json: not valid JSON (not UTF-8 text" in line
+
+
+@pytest.mark.parametrize("key", ["images", "annotations"])
+def test_an_entry_that_is_not_an_object(tiny_coco, key: str) -> None:
+    entries = [7, *tiny_coco.data[key]]
+    line = _line(tiny_coco.variant(f"{key}_int.json", **{key: entries}), tiny_coco.img_dir)
+    assert f"{key}_int.json: {key}[0] is not an object" in line
+
+
+def test_entries_that_lack_keys(tiny_coco) -> None:
+    annotations = copy.deepcopy(tiny_coco.data["annotations"])
+    del annotations[1]["bbox"]
+    line = _line(tiny_coco.variant("nobbox.json", annotations=annotations), tiny_coco.img_dir)
+    assert "nobbox.json: annotations[1] (annotation id 2) lacks ['bbox']" in line
+    images = copy.deepcopy(tiny_coco.data["images"])
+    del images[0]["file_name"]
+    line = _line(tiny_coco.variant("nofile.json", images=images), tiny_coco.img_dir)
+    assert "nofile.json: images[0] (image id" in line and "lacks ['file_name']" in line
+
+
+def test_a_malformed_polygon(tiny_coco) -> None:
+    annotations = copy.deepcopy(tiny_coco.data["annotations"])
+    annotations[0]["segmentation"] = [[1.0, "two", 3.0, 4.0, 5.0, 6.0]]
+    line = _line(tiny_coco.variant("poly.json", annotations=annotations), tiny_coco.img_dir)
+    assert "poly.json: annotation id 1 has a malformed polygon" in line
+
+
+def test_a_corrupt_compressed_rle(tiny_coco) -> None:
+    annotations = copy.deepcopy(tiny_coco.data["annotations"])
+    rle = next(
+        a
+        for a in annotations
+        if isinstance(a["segmentation"], dict) and isinstance(a["segmentation"]["counts"], str)
+    )
+    rle["segmentation"]["counts"] = rle["segmentation"]["counts"][:3] + "\u00ff"
+    line = _line(tiny_coco.variant("crle.json", annotations=annotations), tiny_coco.img_dir)
+    assert f"crle.json: annotation id {rle['id']} has a corrupt compressed RLE: invalid character" in line

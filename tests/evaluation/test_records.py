@@ -16,7 +16,7 @@ from msrcnn.evaluation import DetectionRecord, encode_masks, encode_roi_masks, m
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 
 LABEL_TO_CAT = [0, 1, 7, 90]
-RECORDS = importlib.import_module("msrcnn.evaluation.records")
+RLE = importlib.import_module("msrcnn.evaluation.rle")
 
 
 @pytest.fixture(params=["numpy", "torch"])
@@ -24,7 +24,7 @@ def binarise_path(request, monkeypatch):
     """Runs a test on both ways of binarising roi masks: NumPy (CPU masks) and torch (the path of
     GPU masks), forced by emptying the NumPy dtypes."""
     if request.param == "torch":
-        monkeypatch.setattr(RECORDS, "_NUMPY_DTYPES", ())
+        monkeypatch.setattr(RLE, "_NUMPY_DTYPES", ())
     return request.param
 
 
@@ -176,9 +176,9 @@ def test_binarising_compares_in_the_mask_dtype_as_torch(dtype):
             for h, w in [(3, 4), (1, 7), (9, 2)]
         ]
         sizes = [w * (h + 1) + 1 for h, w in (c.values.shape for c in crops)]
-        padded = RECORDS._padded_crops_torch(crops, sizes, threshold)
+        padded = RLE._padded_crops_torch(crops, sizes, threshold)
         if dtype != torch.bfloat16:  # NumPy has no bfloat16: such masks take the torch path
-            np.testing.assert_array_equal(RECORDS._padded_crops_numpy(crops, sizes, threshold), padded)
+            np.testing.assert_array_equal(RLE._padded_crops_numpy(crops, sizes, threshold), padded)
         start = 0
         for crop, size in zip(crops, sizes):  # and torch's own comparison, column-major, padded
             h, w = crop.values.shape
@@ -194,7 +194,7 @@ def test_encode_roi_masks_other_dtypes_numpy_equals_torch(dtype, monkeypatch):
     masks, boxes = _roi_case(12, 40, 50, 6, smooth=False)
     masks = masks.to(dtype)
     numpy_rles = encode_roi_masks(masks, boxes, (40, 50), 0.7)
-    monkeypatch.setattr(RECORDS, "_NUMPY_DTYPES", ())
+    monkeypatch.setattr(RLE, "_NUMPY_DTYPES", ())
     assert numpy_rles == encode_roi_masks(masks, boxes, (40, 50), 0.7)
 
 

@@ -9,10 +9,10 @@ import torch
 import wandb
 
 from exp_helpers import record, tiny_wandb_run
-from msrcnn.app.wandb_runs import read_offline_run
 from msrcnn.evaluation import load_coco_gt
 from msrcnn.evaluation.plots import select_detections
 from msrcnn.training.media import WandbMedia, detection_rows, prediction_overlays
+from wandb_offline import read_offline_run
 
 
 class FakeLogger:

@@ -17,14 +17,9 @@ from omegaconf import OmegaConf
 
 from exp_helpers import CONF, QUIET_WANDB, TINY, run_script
 from msrcnn.app.evaluate import evaluate
-from msrcnn.app.wandb_runs import (
-    make_wandb_logger,
-    offline_runs,
-    read_offline_run,
-    sweep_keys,
-    wandb_job,
-)
+from msrcnn.app.wandb_runs import make_wandb_logger, sweep_keys, wandb_job
 from msrcnn.config import ConfigError
+from wandb_offline import offline_runs, read_offline_run
 
 WANDB_VARS = ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR")
 
@@ -197,3 +192,79 @@ def test_eval_logs_to_a_run_of_its_own_or_into_the_training_run(sweep, shapes_di
     (into,) = offline_runs(into_dir)
     assert into.id == trained.id  # `wandb sync` adds it to the training run
     assert into.summary["val/segm_AP"] == pytest.approx(results["segm"]["AP"])
+
+
+def _hydra(mode, overrides, num=0, sweep_dir="/sweeps/table4/2025-06-01", params=None):
+    from hydra.types import RunMode
+
+    return OmegaConf.create(
+        {
+            "mode": RunMode[mode],
+            "overrides": {"task": overrides},
+            "runtime": {"output_dir": f"{sweep_dir}/{num}"},
+            "sweep": {"dir": sweep_dir},
+            "job": {"num": num},
+            "sweeper": {"params": params or {}},
+        }
+    )
+
+
+def test_job_identity_names_a_sweep_job_by_its_swept_overrides(monkeypatch, tmp_path):
+    """A single run is named and grouped by its experiment; a sweep job by its swept overrides (the
+    sweep's multirun.yaml) and grouped by its sweep dir; a job with nothing swept by its number."""
+    from msrcnn.app import wandb_runs
+
+    sweep_dir = str(tmp_path)
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task: [experiment=demo, 'head.input=concat,multiply']\n"
+    )
+    overrides = ["experiment=demo", "head.input=multiply"]
+    monkeypatch.setattr(wandb_runs, "_hydra_config", lambda: None)
+    assert wandb_runs.job_identity("demo") == wandb_runs.JobIdentity(name="demo", group="demo")
+    monkeypatch.setattr(wandb_runs, "_hydra_config", lambda: _hydra("RUN", overrides, sweep_dir=sweep_dir))
+    single = wandb_runs.job_identity("demo", group="mine")
+    assert (single.name, single.group, single.job["overrides"]) == ("demo", "mine", overrides)
+    monkeypatch.setattr(
+        wandb_runs, "_hydra_config", lambda: _hydra("MULTIRUN", overrides, num=1, sweep_dir=sweep_dir)
+    )
+    job = wandb_runs.job_identity("demo")
+    assert (job.name, job.group) == ("head.input=multiply", sweep_dir)
+    assert job.job == {"overrides": overrides, "run_dir": f"{sweep_dir}/1", "num": 1, "sweep_dir": sweep_dir}
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: [experiment=demo]\n")
+    assert wandb_runs.job_identity("demo").name == "demo #1"  # nothing swept: the job's number
+
+
+def test_an_in_process_run_with_the_default_logger_writes_its_wandb_run_inside_the_run_dir(
+    tmp_path, shapes_dir, monkeypatch
+):
+    """The default logger (W&B, offline): one run, named and grouped by the experiment, its files in
+    <run dir>/wandb and nowhere else, finished with exit code 0, its summary the final APs."""
+    from msrcnn.app.train import train
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for var in WANDB_VARS:  # the run must point W&B into its run directory (restored after the test)
+        monkeypatch.setenv(var, str(elsewhere))
+    for var, value in QUIET_WANDB.items():
+        monkeypatch.setenv(var, value)
+    cwd_wandb = (CONF.parent / "wandb").exists()
+    run_dir = tmp_path / "run"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                *(o for o in TINY if not o.startswith("logger=")),
+                f"paths.data_dir={shapes_dir}",
+                f"paths.output_dir={run_dir}",
+            ],
+        )
+    assert cfg.logger.name == "wandb"  # the default
+    results = train(cfg)
+    assert wandb.run is None  # finished with the job
+    (run,) = offline_runs(run_dir)
+    assert run.path.parent == run_dir / "wandb"
+    assert (run.name, run.group, run.job_type, run.exit_code) == ("demo", "demo", "train", 0)
+    assert run.config["head"]["input"] == "concat" and run.config["trainer"]["max_steps"] == 2
+    assert run.summary["val/segm_AP"] == pytest.approx(results["segm"]["AP"])
+    assert not any(elsewhere.iterdir())
+    assert (CONF.parent / "wandb").exists() == cwd_wandb

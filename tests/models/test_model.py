@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models.detection import MaskRCNN
 
-from model_testing import SMALL, small_model, synthetic_batch
+from model_testing import SMALL, rect_mask, small_model, synthetic_batch
 from msrcnn.models import INPUT_DESIGNS, TRAIN_TARGETS, MaskScoringRCNN, build_backbone
 
 EXPECTED_LOSSES = {
@@ -182,3 +182,38 @@ def test_bad_options_fail_with_the_choices():
 
 def test_small_config_is_what_the_tests_use():
     assert SMALL["backbone"]["name"] == "r18_fpn"
+
+
+def crowded_batch(num_objects: int = 40, size: int = 128, seed: int = 0):
+    """One image with ``num_objects`` small squares of three classes on a grid (more objects than positives)."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.rand(3, size, size, generator=g) * 0.2
+    boxes, masks = [], []
+    labels = torch.randint(1, 4, (num_objects,), generator=g)
+    for n in range(num_objects):
+        y0, x0 = 4 + 17 * (n // 7), 4 + 17 * (n % 7)
+        masks.append(rect_mask(size, size, y0, y0 + 11, x0, x0 + 11))
+        img[:, y0 : y0 + 11, x0 : x0 + 11] = 0.5 + 0.15 * labels[n]
+        boxes.append([x0, y0, x0 + 11, y0 + 11])
+    target = dict(boxes=torch.tensor(boxes, dtype=torch.float32), labels=labels, masks=torch.stack(masks))
+    return [img], [target]
+
+
+def test_crowded_image_mask_loss_equals_torchvision():
+    """40 objects, 8 positive RoIs: the RoI heads hand the mask loss the matched masks and labels only
+    (``used_masks``); the loss must equal torchvision's, which is given all of them."""
+    torch.manual_seed(0)
+    spec = build_backbone("r18_fpn", returned_layers=[1, 2, 3, 4], fpn_channels=16)
+    kwargs = dict(min_size=128, max_size=128, box_batch_size_per_image=32, box_positive_fraction=0.25)
+    tv = MaskRCNN(copy.deepcopy(spec.body), num_classes=4, **kwargs).train()
+    ms = MaskScoringRCNN(
+        copy.deepcopy(spec.body), num_classes=4, head={"conv_channels": 16}, **kwargs
+    ).train()
+    ms.load_state_dict(tv.state_dict(), strict=False)
+    images, targets = crowded_batch()
+    losses = {}
+    for name, model in (("tv", tv), ("ms", ms)):
+        torch.manual_seed(1)  # the same RPN and RoI sampling in both
+        losses[name] = model(copy.deepcopy(images), copy.deepcopy(targets))
+    assert torch.allclose(losses["ms"]["loss_mask"], losses["tv"]["loss_mask"], atol=1e-6)
+    assert torch.allclose(losses["ms"]["loss_classifier"], losses["tv"]["loss_classifier"], atol=1e-6)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from msrcnn.data import DetectionDataModule
-from msrcnn.data.samplers import sample_seed
+from msrcnn.data.resumable import sample_seed
 from msrcnn_testing import TINY, run_script
 
 SYNTHETIC = {

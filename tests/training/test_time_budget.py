@@ -4,6 +4,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 import msrcnn.training.callbacks as callbacks_module
@@ -119,6 +120,22 @@ def test_results_say_how_many_steps_ran_and_why(tmp_path, shapes_dir):
     assert training["schedule_completed"] is True
     assert training["stop_reason"].startswith("completed the planned 4 steps (re-planned from 40")
     assert training["replanned"][0]["at_step"] == 3
+    # the LR steps moved with the plan (14/18 and 17/18 of 4 steps, not of 40), and the optimizer used them
+    optim = cfg.optim
+    moved = StepSchedule(
+        4,
+        lr_step_epochs=optim.lr_step_epochs,
+        schedule_epochs=optim.schedule_epochs,
+        warmup_steps=optim.warmup_steps,
+        warmup_factor=optim.warmup_factor,
+        lr_gamma=optim.lr_gamma,
+    )
+    assert training["lr_milestones"] == moved.milestones == [3, 4]
+    assert training["final_lr_factor"] == pytest.approx(moved(3))
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    (group, *_) = state["optimizer_states"][0]["param_groups"]
+    assert group["lr"] == pytest.approx(group["initial_lr"] * moved(4))  # after the 4th step
+    assert state["lr_schedulers"][0]["last_epoch"] == 4
 
 
 def test_an_epoch_based_run_is_planned_in_steps():

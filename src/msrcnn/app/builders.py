@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from msrcnn.config import ConfigError
 from msrcnn.data import DetectionDataModule, SplitSpec
 from msrcnn.models import MaskScoringRCNN, build_model
-from msrcnn.models.checkpoint import model_kwargs
+from msrcnn.models.checkpoint import CheckpointError, model_kwargs, read_weights
 from msrcnn.models.torchvision_init import init_from_torchvision, is_torchvision_source
 from msrcnn.training.callbacks import StepLogger, TimeBudget
 
@@ -42,37 +42,24 @@ def build_detector(
     return model
 
 
-def detector_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Model weights from a torchvision ``MaskRCNN`` state dict or an msrcnn (Lightning) checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
-        raise ValueError(f"{path} is not a readable PyTorch state dict or checkpoint: {err}") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = {k[len("model.") :]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f"{path} holds no model weights")
-    return state
-
-
-def load_detector_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Loads weights where only the MaskIoU branch may be missing (add-on mode on a Mask R-CNN)."""
-    state = detector_state_dict(path)
+def load_detector_weights(model: MaskScoringRCNN, path: str | os.PathLike) -> None:
+    """Loads weights (:func:`~msrcnn.models.checkpoint.read_weights`) where only the model's own MaskIoU
+    head may be missing (add-on mode on a Mask R-CNN)."""
+    state = read_weights(path)
     own = model.state_dict()
     wrong_shape = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong_shape:
         k = wrong_shape[0]
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: {len(wrong_shape)} tensors do not fit this model, e.g. {k} {tuple(state[k].shape)} "
             f"vs {tuple(own[k].shape)} (different number of classes or widths?)"
         )
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if "maskiou" not in k]
+    head = model.roi_heads.maskiou_head
+    head_keys = {f"roi_heads.maskiou_head.{k}" for k in head.state_dict()} if head is not None else set()
+    missing = [k for k in missing if k not in head_keys]
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     log.info("initialised the detector from %s", path)

@@ -34,9 +34,68 @@ class InterruptedRun(SystemExit):
     """The run was stopped from outside (SIGTERM, Ctrl-C): ends the process, and a whole sweep."""
 
 
+# The user's HYDRA_FULL_ERROR, kept here (and so in child processes) while run_cli sets Hydra's own to 1.
+_USER_FULL_ERROR = "MSRCNN_FULL_ERROR"
+
+
 def full_errors_requested() -> bool:
     """``HYDRA_FULL_ERROR=1``: the user wants tracebacks, not one-line reports."""
-    return os.environ.get("HYDRA_FULL_ERROR", "") == "1"
+    return os.environ.get(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "")) == "1"
+
+
+def run_cli(hydra_main: Callable[[], Any], schema: type) -> None:
+    """Runs a script's ``@hydra.main`` function with Hydra's own errors as one line and exit status 2.
+
+    Hydra's errors (a misspelt key, an unknown group option, an override it cannot parse) are raised to
+    here instead of printed (``HYDRA_FULL_ERROR=1`` for Hydra, the user's setting kept for
+    :func:`full_errors_requested`) and reported as ``error: <message>``: a misspelt key with the closest
+    valid keys of ``schema`` (difflib), an unknown option with the group's options.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    os.environ.setdefault(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", ""))
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except (HydraException, OmegaConfBaseException) as err:
+        if full_errors_requested():
+            raise
+        print(f"error: {hydra_error_message(err, schema)}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR) from None
+
+
+def hydra_error_message(err: BaseException, schema: type) -> str:
+    """One line for an error Hydra raises while composing the configuration."""
+    from hydra.conf import HydraConf
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, ValidationError
+
+    from msrcnn.config.validate import missing_value_message, unknown_key_message
+
+    cause = err.__cause__
+    key = getattr(cause, "full_key", None) or getattr(err, "full_key", None)
+    if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        options = [o for o in err.options if o != "schema"]  # the group's schema is no option of its own
+        return f"{group}={option}: no such option; options of {group}: {', '.join(options)}"
+    if isinstance(err, OverrideParseException):
+        reason = err.message.splitlines()[0]
+        return (
+            f"cannot parse the override {err.override!r} ({reason}); quote a value with special"
+            f" characters, e.g. 'input=\"imgs/*[0-9].png\"'"
+        )
+    if key and isinstance(cause or err, (ConfigAttributeError, ConfigKeyError)):
+        top, _, rest = str(key).partition(".")
+        if top == "hydra" and rest:
+            return unknown_key_message(HydraConf, rest, root="hydra.")
+        return unknown_key_message(schema, key)
+    if key and isinstance(cause or err, MissingMandatoryValue):
+        return missing_value_message(key)
+    if key and isinstance(cause, ValidationError):  # a value of the wrong type for a typed group
+        return f"invalid configuration: {key}: {str(cause).splitlines()[0]}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) or type(err).__name__
 
 
 def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from msrcnn.app.builders import build_datamodule, build_logger, build_trainer, check_logger
-from msrcnn.app.float32_precision import set_float32_matmul_precision
 from msrcnn.app.summary import format_results_table
-from msrcnn.app.train import write_results
+from msrcnn.app.train import start_run, write_results
 from msrcnn.app.wandb_runs import wandb_job
 from msrcnn.config import ConfigError, EvalAppConfig, to_plain, validate
 from msrcnn.config.schema import Config, DataConfig
@@ -38,12 +36,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
         raise ConfigError(
             "logger.log_model=true is for training (src/train.py); src/eval.py writes no checkpoint"
         )
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    set_float32_matmul_precision(cfg.float32_matmul_precision)
-    L.seed_everything(cfg.seed, verbose=False)
+    output_dir = start_run(cfg)
     start = time.perf_counter()
 
     model = MaskScoringRCNN.from_checkpoint(cfg.ckpt_path, soft_nms=cfg.soft_nms)

@@ -19,6 +19,7 @@ from msrcnn.app.input_size import apply_auto_input_size
 from msrcnn.app.summary import format_results_table
 from msrcnn.app.wandb_runs import wandb_job
 from msrcnn.config import to_plain, validate
+from msrcnn.config.validate import check_overrides
 from msrcnn.evaluation import write_json_atomic
 from msrcnn.evaluation.evaluator import CocoEvaluator
 from msrcnn.models import read_checkpoint
@@ -28,15 +29,33 @@ log = logging.getLogger("msrcnn.app")
 
 
 def prepare(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """Validates the config, creates the run directory, seeds and sets the thread count."""
+    """Validates the config, then :func:`start_run`."""
     cfg = validate(cfg)
+    check_overrides(cfg, _single_run_overrides())
+    return cfg, start_run(cfg)
+
+
+def start_run(cfg: DictConfig) -> Path:
+    """The run set-up of every script's job (a validated config): creates the run directory
+    (``paths.output_dir``), sets the thread count (``torch_threads``) and seeds (``seed``)."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    return cfg, output_dir
+    return output_dir
+
+
+def _single_run_overrides() -> list[str]:
+    """The command line's overrides of a single run (a ``-m`` sweep over ``head=maskiou,none`` may set
+    ``head.*`` for its ``maskiou`` jobs)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
+        return []
+    return [str(o) for o in HydraConfig.get().overrides.task]
 
 
 def training_summary(trainer: L.Trainer, module: MaskScoringModule) -> dict[str, Any]:

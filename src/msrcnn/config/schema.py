@@ -7,6 +7,8 @@ OmegaConf's message naming the key and the valid choices.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
@@ -17,6 +19,7 @@ from msrcnn.config.trainer import TrainerConfig
 from msrcnn.models.backbones import BACKBONES, NORMS
 from msrcnn.models.factory import BOX_HEADS
 from msrcnn.models.maskiou import INPUT_DESIGNS, TRAIN_TARGETS
+from msrcnn.models.roi_heads import MaskIoUConfig, SoftNMSConfig
 from msrcnn.ops.soft_nms import SOFT_NMS_METHODS
 
 BackboneName = Enum(
@@ -87,28 +90,30 @@ class BackboneConfig:
     fpn_norm: Optional[Norm] = None  # a norm after each FPN conv (torchvision's *_v2: bn); null: none
 
 
-@dataclass
-class HeadConfig:
-    name: HeadName = HeadName.maskiou
-    input: InputDesign = InputDesign.concat
-    target: TrainTarget = TrainTarget.target_class
-    tau: float = 0.0
-    loss_weight: float = 1.0
-    conv_channels: int = 256
-    num_convs: int = 4
-    fc_dim: int = 1024
-    detach_inputs: bool = False
+def _schema_of(code: type, name: str, enums: dict[str, type[Enum]], lead: list | None = None) -> type:
+    """A schema with the fields and defaults of the dataclass ``code`` uses, choices as ``enums``: the
+    defaults are stated once, in the code (``lead``: fields of the config group itself, first)."""
+    hints = typing.get_type_hints(code)
+    fields = list(lead or [])
+    for f in dataclasses.fields(code):
+        kind = enums.get(f.name, hints[f.name])
+        default = kind(f.default) if f.name in enums else f.default
+        fields.append((f.name, kind, field(default=default)))
+    cls = dataclasses.make_dataclass(name, fields)
+    cls.__module__ = __name__
+    cls.__doc__ = (
+        f"The config group of :class:`{code.__module__}.{code.__qualname__}` (its fields and defaults)."
+    )
+    return cls
 
 
-@dataclass
-class SoftNMSGroupConfig:
-    """``model.soft_nms``: :class:`msrcnn.models.roi_heads.SoftNMSConfig`'s fields."""
-
-    enabled: bool = False
-    method: SoftNMSMethod = SoftNMSMethod.linear
-    iou_threshold: float = 0.5
-    sigma: float = 0.5
-    score_threshold: float = 0.0001
+HeadConfig = _schema_of(
+    MaskIoUConfig,
+    "HeadConfig",
+    {"input": InputDesign, "target": TrainTarget},
+    lead=[("name", HeadName, field(default=HeadName.maskiou))],  # maskiou | none (no head)
+)
+SoftNMSGroupConfig = _schema_of(SoftNMSConfig, "SoftNMSGroupConfig", {"method": SoftNMSMethod})
 
 
 @dataclass
@@ -206,7 +211,7 @@ class LoggerConfig:
     project: str = "msrcnn"
     group: Optional[str] = None  # null: the sweep (its Hydra sweep dir) in a -m sweep, else experiment_name
     tags: list[str] = field(default_factory=list)  # e.g. the paper table of a tableN_* sweep
-    mode: str = "offline"  # wandb: offline unless the user set WANDB_MODE or logged in
+    mode: str = "${oc.env:WANDB_MODE,offline}"  # wandb: offline unless the user set WANDB_MODE
     log_images: int = 4  # validation images with predicted masks per evaluation
     log_model: bool = False  # wandb, training: the final last.ckpt / best.ckpt as a model artifact
     id: Optional[str] = None  # wandb: add to this existing run (e.g. src/eval.py into its training run)
@@ -302,3 +307,24 @@ class ExportAppConfig:
     opset: int = 17  # ONNX opset
     image: Optional[str] = None  # an image to trace on and to check the file with; null: a random one
     check: bool = True  # run the file with ONNX Runtime and compare it with the eager model
+
+
+def register_schemas() -> None:
+    """Registers the schemas that ``conf/`` groups compose onto (Hydra's ConfigStore): ``<group>/schema``
+    for ``backbone``, ``callbacks``, ``eval``, ``head``, ``logger``, ``model``, ``optim`` and ``trainer``
+    (every ``lightning.Trainer`` argument at its default), so that their YAML holds only what an option changes and any key can be set on the
+    command line."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, node in (
+        ("backbone", BackboneConfig),
+        ("callbacks", CallbacksConfig),
+        ("eval", EvalConfig),
+        ("head", HeadConfig),
+        ("logger", LoggerConfig),
+        ("model", ModelConfig),
+        ("optim", OptimConfig),
+        ("trainer", TrainerConfig),
+    ):
+        store.store(group=group, name="schema", node=node)

@@ -1,20 +1,13 @@
 """Data layer: COCO-format loading and validation, the synthetic ``shapes`` set, transforms, samplers
 and the LightningDataModule. Independent of the model code."""
 
-from msrcnn.data.coco import (
-    CategoryMap,
-    CocoInstanceDataset,
-    SplitSpec,
-    SplitStats,
-    coco2017_splits,
-    decode_masks,
-    encode_masks,
-    load_annotation_file,
-)
+from msrcnn.data.annotations import CategoryMap, SplitStats, load_annotation_file
+from msrcnn.data.coco import CocoInstanceDataset, SplitSpec, coco2017_splits
 from msrcnn.data.datamodule import DetectionDataModule, collate
 from msrcnn.data.errors import DataError
 from msrcnn.data.images import read_image
 from msrcnn.data.masks import EncodedMasks
+from msrcnn.data.rle import encode_segmentations
 from msrcnn.data.samplers import GroupedBatchSampler, InferenceSampler, create_aspect_ratio_groups
 from msrcnn.data.shapes import CATEGORIES as SHAPES_CATEGORIES
 from msrcnn.data.shapes import generate_shapes, shapes_splits
@@ -36,8 +29,7 @@ __all__ = [
     "coco2017_splits",
     "collate",
     "create_aspect_ratio_groups",
-    "decode_masks",
-    "encode_masks",
+    "encode_segmentations",
     "generate_shapes",
     "input_size",
     "load_annotation_file",

@@ -21,14 +21,11 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-from msrcnn.data.coco import CategoryMap, CocoInstanceDataset, SplitSpec, Target, coco2017_splits
+from msrcnn.data.annotations import CategoryMap
+from msrcnn.data.coco import CocoInstanceDataset, SplitSpec, Target, coco2017_splits
 from msrcnn.data.errors import LOGGER
-from msrcnn.data.samplers import (
-    GroupedBatchSampler,
-    InferenceSampler,
-    ResumableBatches,
-    create_aspect_ratio_groups,
-)
+from msrcnn.data.resumable import ResumableBatches, ResumableLoader, SeededItems
+from msrcnn.data.samplers import GroupedBatchSampler, InferenceSampler, create_aspect_ratio_groups
 from msrcnn.data.shapes import generate_shapes, shapes_splits
 from msrcnn.data.transforms import ResizeToInput, build_train_transforms
 
@@ -52,44 +49,6 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-
-
-class _SeededItems(Dataset):
-    """Loads ``(index, seed)`` items with torch's CPU generator seeded by ``seed`` (its own state kept intact).
-
-    The random augmentation of an item is then a function of the item and the epoch alone: the same in
-    any worker, unaffected by prefetching, and reproduced exactly after a resume.
-    """
-
-    def __init__(self, dataset: CocoInstanceDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, item: int | tuple[int, int]):
-        if not isinstance(item, tuple):
-            return self.dataset[item]
-        index, seed = item
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(seed)
-            return self.dataset[index]
-
-
-class _ResumableLoader(DataLoader):
-    """A DataLoader drawing its index batches from a :class:`ResumableBatches` (through ``_index_sampler``,
-    the attribute torch's loader iterators read their batches from); ``batch_sampler`` stays the plain one."""
-
-    def __init__(self, *args: Any, index_batches: ResumableBatches, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._index_batches = index_batches
-
-    # Private in torch, and kept: DataLoader has no public hook for iterating batches other than its
-    # batch_sampler's while len() and Lightning's set_epoch still see the plain one (torchdata's
-    # StatefulDataLoader would be the public route; it is not a dependency). Tested by the exact-resume tests.
-    @property
-    def _index_sampler(self) -> ResumableBatches:
-        return self._index_batches
 
 
 def default_synthetic_root() -> Path:
@@ -348,9 +307,9 @@ class DetectionDataModule(L.LightningDataModule):
             batch_sampler = BatchSampler(sampler, self.batch_size, drop_last=False)
         batches = ResumableBatches(batch_sampler, self._train_position, seed=self.seed)
         return self._loader(
-            _SeededItems(dataset),
+            SeededItems(dataset),
             rank,
-            loader_cls=_ResumableLoader,
+            loader_cls=ResumableLoader,
             batch_sampler=batch_sampler,
             index_batches=batches,
         )
@@ -419,8 +378,4 @@ class DetectionDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         """This rank's unpadded contiguous shard of the test split, in file order."""
-        return self._eval_loader(self.test_dataset)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Same as :meth:`test_dataloader`: prediction runs on the test split."""
         return self._eval_loader(self.test_dataset)

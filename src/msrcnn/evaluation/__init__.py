@@ -17,13 +17,8 @@ from msrcnn.evaluation.coco_eval import (
     validate_records,
 )
 from msrcnn.evaluation.io import write_json_atomic
-from msrcnn.evaluation.records import (
-    DetectionRecord,
-    encode_masks,
-    encode_roi_masks,
-    label_to_cat_id_from_coco,
-    make_record,
-)
+from msrcnn.evaluation.records import DetectionRecord, label_to_cat_id_from_coco, make_record
+from msrcnn.evaluation.rle import encode_masks, encode_roi_masks
 
 __all__ = [
     "AP_KEYS",

@@ -30,6 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from msrcnn.evaluation.coco_eval import maskiou_pearson
 from msrcnn.evaluation.records import DetectionRecord
 
 __all__ = [
@@ -197,14 +198,8 @@ def draw_detections(
     return fig
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
-    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
-
-
 def _scatter(ax, x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, title: str, diagonal: bool) -> None:
-    r = _pearson(x, y)
+    r = maskiou_pearson(x, y)
     ax.scatter(x, y, s=6, alpha=0.35, linewidths=0)
     if diagonal:
         ax.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")

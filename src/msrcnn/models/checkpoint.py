@@ -18,28 +18,30 @@ import torch
 
 log = logging.getLogger("msrcnn.models")
 
-__all__ = ["CheckpointError", "checkpoint_categories", "model_kwargs", "read_checkpoint", "upgrade_config"]
+__all__ = [
+    "CheckpointError",
+    "checkpoint_categories",
+    "model_kwargs",
+    "model_of_config",
+    "read_checkpoint",
+    "read_weights",
+    "upgrade_config",
+]
 
 
 class CheckpointError(ValueError):
     """A file that is not a readable checkpoint of this project (truncated, corrupt or foreign)."""
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """The checkpoint at ``path`` (``torch.load(weights_only=True)``), checked to be an msrcnn one.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        CheckpointError: a truncated or corrupt file, or a file that is not a checkpoint of
-            ``src/train.py``; one line naming the file and what is wrong with it.
-    """
+def _load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``; a missing file, an empty, damaged or pickled one fail in one line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is not a readable checkpoint: the file is empty")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
         text = str(err)
         if "Unsupported global" in text:
@@ -53,12 +55,28 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or corrupt?): {type(err).__name__}: {detail[:160]}"
         ) from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint at ``path`` (``torch.load(weights_only=True)``), checked to be an msrcnn one, its
+    config under today's names (:func:`upgrade_config`).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: a truncated or corrupt file, or a file that is not a checkpoint of
+            ``src/train.py``; one line naming the file and what is wrong with it.
+    """
+    ckpt = _load(path, map_location)
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             f"{path} is not a checkpoint of msrcnn: it holds a {type(ckpt).__name__}, not a dict"
         )
     if "state_dict" not in ckpt:
-        if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        if _is_state_dict(ckpt):
             raise CheckpointError(
                 f"{path} is not a checkpoint of msrcnn: it is a bare state dict of {len(ckpt)} tensors "
                 "(no config to rebuild the model from; model.init_from=PATH loads such weights)"
@@ -109,6 +127,38 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
 def model_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The detector's weights of a checkpoint (its ``model.*`` entries without the prefix)."""
     return {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Detector weights to start from (``model.init_from``): those of an msrcnn checkpoint, or a bare
+    state dict such as torchvision's ``MaskRCNN.state_dict()``; read as :func:`read_checkpoint` reads."""
+    obj = _load(path)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        weights = model_weights(obj)
+        if not weights:
+            raise CheckpointError(f"{path} holds no model weights: its state_dict has no model.* entries")
+        return weights
+    if _is_state_dict(obj):
+        return obj
+    raise CheckpointError(
+        f"{path} holds no model weights: expected an msrcnn checkpoint or a state dict of tensors"
+    )
+
+
+def model_of_config(config: dict[str, Any]):
+    """The (untrained) detector a checkpoint's run config describes, ``backbone.pretrained`` not read
+    (the weights come from the checkpoint). The one way from a stored config to a model:
+    :meth:`~msrcnn.models.MaskScoringRCNN.from_checkpoint` and ``MaskScoringModule`` use it.
+
+    Raises:
+        CheckpointError: the config does not describe a model this version can build.
+    """
+    from msrcnn.models.factory import build_model
+
+    try:
+        return build_model(num_classes=int(config["num_classes"]), **inference_kwargs(config))
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"cannot rebuild the model from its config: {err}") from None
 
 
 # Keys of the ``model`` group read by the training app, not by the model's constructor.

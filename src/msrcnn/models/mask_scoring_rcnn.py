@@ -185,18 +185,17 @@ class MaskScoringRCNN(MaskRCNN):
         from msrcnn.models.checkpoint import (
             CheckpointError,
             checkpoint_categories,
-            inference_kwargs,
+            model_of_config,
             model_weights,
             read_checkpoint,
         )
-        from msrcnn.models.factory import build_model
 
-        ckpt = read_checkpoint(path, map_location=map_location)
+        ckpt = read_checkpoint(path, map_location=map_location)  # read -> config -> model
         config = ckpt["hyper_parameters"]["config"]
         try:
-            model = build_model(num_classes=int(config["num_classes"]), **inference_kwargs(config))
-        except (ValueError, TypeError, KeyError) as err:
-            raise CheckpointError(f"{path}: cannot rebuild the model from its config: {err}") from None
+            model = model_of_config(config)
+        except CheckpointError as err:
+            raise CheckpointError(f"{path}: {err}") from None
         if not isinstance(model, cls):
             raise TypeError(f"{cls.__name__}.from_checkpoint built a {type(model).__name__}")
         weights = model_weights(ckpt)

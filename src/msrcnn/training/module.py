@@ -47,16 +47,6 @@ def flatten_metrics(results: dict[str, Any], prefix: str = "val/") -> dict[str, 
     return flat
 
 
-def _model_of_config(config: dict[str, Any]) -> nn.Module:
-    """The detector a run config describes (pretrained weights not read: they come from a checkpoint)."""
-    from msrcnn.models import build_model
-    from msrcnn.models.checkpoint import inference_kwargs
-
-    if "num_classes" not in config:
-        raise ValueError("MaskScoringModule needs a model, or a config with num_classes to build one")
-    return build_model(num_classes=int(config["num_classes"]), **inference_kwargs(config))
-
-
 class MaskScoringModule(L.LightningModule):
     """Trains and evaluates a detector whose forward returns losses (train) or detections (eval).
 
@@ -81,12 +71,13 @@ class MaskScoringModule(L.LightningModule):
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if config:
-            from msrcnn.models.checkpoint import upgrade_config
+        if model is None:  # load_from_checkpoint: the model the stored config describes
+            from msrcnn.models.checkpoint import model_of_config, upgrade_config
 
+            if not config or "num_classes" not in config:
+                raise ValueError("MaskScoringModule needs a model, or a config with num_classes to build one")
             config = upgrade_config(config)  # an older checkpoint's hyper-parameters, under today's names
-        if model is None:
-            model = _model_of_config(config or {})
+            model = model_of_config(config)
         self.model = model
         self.optim = dict(optim or (config or {}).get("optim") or {})
         self.evaluator = evaluator
@@ -95,8 +86,12 @@ class MaskScoringModule(L.LightningModule):
         self.schedule: StepSchedule | None = None  # set by configure_optimizers
         self.save_hyperparameters({"config": config or {}, "optim": self.optim, "train_only": train_only})
         if train_only == "maskiou":
-            for name, param in self.model.named_parameters():
-                param.requires_grad_("maskiou" in name)
+            head = getattr(getattr(self.model, "roi_heads", None), "maskiou_head", None)
+            if head is None:
+                raise ValueError("model.train_only=maskiou needs a model with a MaskIoU head (head=maskiou)")
+            own = {id(p) for p in head.parameters()}
+            for param in self.model.parameters():
+                param.requires_grad_(id(param) in own)
         elif train_only != "all":
             raise ValueError(f"model.train_only={train_only!r} is not valid; expected one of all, maskiou")
 
