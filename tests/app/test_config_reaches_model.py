@@ -27,6 +27,18 @@ def _convs(seq):
     return [m for m in seq.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
+def _norm(seq):
+    """The norm layers' kind in ``seq``: gn, frozen_bn, bn, or None."""
+    for kind, cls in (
+        ("gn", torch.nn.GroupNorm),
+        ("frozen_bn", FrozenBatchNorm2d),
+        ("bn", torch.nn.BatchNorm2d),
+    ):
+        if any(isinstance(m, cls) for m in seq.modules()):
+            return kind
+    return None
+
+
 # key -> (a value other than the default, how to read it from the built detector)
 MODEL = {
     "min_size": ([96, 128], lambda m: list(m.transform.min_size)),
@@ -38,6 +50,8 @@ MODEL = {
     "box_num_convs": (2, lambda m: len(_convs(m.roi_heads.box_head)) or None),
     "mask_head_channels": (20, lambda m: _convs(m.roi_heads.mask_head)[0].out_channels),
     "mask_num_convs": (3, lambda m: len(_convs(m.roi_heads.mask_head))),
+    "mask_head_norm": ("gn", lambda m: _norm(m.roi_heads.mask_head)),
+    "rpn_conv_depth": (2, lambda m: len(_convs(m.rpn.head.conv))),
     "channels_last": (
         True,
         lambda m: (
@@ -96,6 +110,7 @@ BACKBONE = {
     "anchor_sizes": ([[16], [32], [64], [128]], lambda m: [list(s) for s in m.rpn.anchor_generator.sizes]),
     "aspect_ratios": ([1.0, 2.0], lambda m: list(m.rpn.anchor_generator.aspect_ratios[0])),
     "width": (16, lambda m: m.backbone.body.conv1.out_channels),
+    "fpn_norm": ("gn", lambda m: _norm(m.backbone.fpn)),
 }
 NOT_ON_THE_MODULE = {
     "model": set(TRAINING_KEYS),  # the LightningModule's (train_only) and the builder's weights (init_from)
@@ -162,15 +177,14 @@ def test_the_default_config_builds_the_default_module(backbone):
     pretrained weights) are what the module has: a key lost on the way would show a constructor's own."""
     read = _read(build_detector(_compose(f"backbone={backbone}"), num_classes=3))
     model = OmegaConf.to_container(OmegaConf.structured(ModelConfig), enum_to_str=True)
-    assert {k: v for k, v in read["model"].items() if v is not None} == {
-        k: _value(model[k])
+    assert read["model"] == {
+        k: None if k in ("box_conv_channels", "box_num_convs") else _value(model[k])  # box_head=mlp
         for k in MODEL
-        if k not in ("box_conv_channels", "box_num_convs")  # box_head=mlp
     }
     assert read["soft_nms"] == {k: model["soft_nms"][k] for k in SOFT_NMS}
     head = OmegaConf.to_container(OmegaConf.structured(HeadConfig), enum_to_str=True)
     assert read["head"] == {k: head[k] for k in HEAD}
     backbone_defaults = OmegaConf.to_container(OmegaConf.structured(BackboneConfig), enum_to_str=True)
-    expected = {k: backbone_defaults[k] for k in ("fpn_channels", "aspect_ratios", "width")}
+    expected = {k: backbone_defaults[k] for k in ("fpn_channels", "aspect_ratios", "width", "fpn_norm")}
     assert {k: read["backbone"][k] for k in expected} == expected
     assert read["backbone"]["norm"] == "bn" and read["backbone"]["trainable_layers"] == 5
