@@ -80,3 +80,32 @@ def user_error_line(fn, *args, **kwargs) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in text, text
     return lines[0]
+
+
+def untrained_checkpoint(out_dir: Path, prepare=None) -> Path:
+    """An untrained TINY model saved as src/train.py saves its checkpoints (``out_dir/last.ckpt``), for
+    the tests of what reads checkpoints; ``prepare(model)`` may set weights before it is saved."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from msrcnn.app.builders import build_detector
+    from msrcnn.config import to_plain, validate
+    from msrcnn.data import SHAPES_CATEGORIES
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY, f"paths.output_dir={out_dir}"])
+    plain = to_plain(validate(cfg))
+    torch.manual_seed(0)
+    model = build_detector(plain, len(SHAPES_CATEGORIES) + 1)
+    if prepare is not None:
+        prepare(model)
+    config = {
+        **plain,
+        "num_classes": len(SHAPES_CATEGORIES) + 1,
+        "class_names": [name for _, name in SHAPES_CATEGORIES],
+        "category_ids": [i for i, _ in SHAPES_CATEGORIES],
+    }
+    path = Path(out_dir) / "last.ckpt"
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"config": config}}, path)
+    return path

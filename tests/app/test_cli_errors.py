@@ -56,7 +56,7 @@ CASES = [
     (
         "train.py",
         ["experiment=dmo"],
-        "error: experiment=dmo: no such option; options of experiment: custom_cpu, custom_gpu, demo,",
+        "error: experiment=dmo: no such option; options of experiment: coco_torchvision,",
     ),
     ("predict.py", ["input=imgs/0[1-3].png"], "error: cannot parse the override 'input=imgs/0[1-3].png'"),
     (

@@ -4,6 +4,9 @@ training and prediction. The data layer's are in tests/data/test_data_errors.py.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -11,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from msrcnn.app.builders import build_trainer
+from msrcnn.app.errors import report_user_errors
 from msrcnn.app.evaluate import evaluate
 from msrcnn.app.predict import predict
 from msrcnn.app.train import train
@@ -135,8 +139,18 @@ def test_a_corrupt_image_given_to_predict(tmp_path, run_config, weights):
     cfg = OmegaConf.create(
         {"ckpt_path": str(path), "input": str(image), "output_dir": str(tmp_path / "out"), "device": "cpu"}
     )
-    line = user_error_line(predict, cfg)
-    assert str(image) in line and "cannot read image" in line
+    # each unreadable image is listed as it is skipped, then one error line ends the run (exit 2)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exit_:
+        report_user_errors(predict)(cfg)
+    lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
+    assert exit_.value.code == 2 and "Traceback" not in stderr.getvalue()
+    assert lines[0] == f"skipped: {image}: cannot read image: cannot identify image file '{image}'"
+    assert (
+        len(lines) == 2
+        and lines[1].startswith("error: 1 of 1 images could not be read")
+        and str(image) in lines[1]
+    )
 
 
 def test_init_from_reads_weights_the_way_checkpoints_are_read(tmp_path, run_config, weights):

@@ -7,17 +7,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from msrcnn.app.builders import build_detector
 from msrcnn.app.export import export
-from msrcnn.config import ConfigError, to_plain, validate
+from msrcnn.config import ConfigError
 from msrcnn.data import SHAPES_CATEGORIES
 from msrcnn.export import OUTPUTS, export_onnx
 from msrcnn.models import MaskScoringRCNN
-from msrcnn_testing import CONF, TINY, run_script
+from msrcnn_testing import run_script, untrained_checkpoint
 
 CLASS_NAMES = [name for _, name in SHAPES_CATEGORIES]
 
@@ -26,27 +24,14 @@ CLASS_NAMES = [name for _, name in SHAPES_CATEGORIES]
 def checkpoint(tmp_path_factory):
     """A TINY model (Soft-NMS at test time, as the demo) saved like src/train.py's checkpoints; its MaskIoU
     head's last layer set so that the predicted MaskIoU varies inside (0, 1) (an untrained head clamps to 0)."""
-    out = tmp_path_factory.mktemp("ckpt")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY, f"paths.output_dir={out}"])
-    plain = to_plain(validate(cfg))
-    torch.manual_seed(0)
-    model = build_detector(plain, len(CLASS_NAMES) + 1)
-    last = [m for m in model.roi_heads.maskiou_head.modules() if isinstance(m, torch.nn.Linear)][-1]
-    with torch.no_grad():
-        last.bias.fill_(0.5)
-        last.weight.mul_(0.3)
-    path = out / "last.ckpt"
-    config = {**plain, "num_classes": len(CLASS_NAMES) + 1, "class_names": CLASS_NAMES}
-    config["category_ids"] = [i for i, _ in SHAPES_CATEGORIES]
-    torch.save(
-        {
-            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-            "hyper_parameters": {"config": config},
-        },
-        path,
-    )
-    return path
+
+    def vary_maskiou(model):
+        last = [m for m in model.roi_heads.maskiou_head.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.bias.fill_(0.5)
+            last.weight.mul_(0.3)
+
+    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt"), prepare=vary_maskiou)
 
 
 def images():

@@ -5,16 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from exp_helpers import CONF, QUIET_WANDB, TINY, run_script, tiny_wandb_run
+from exp_helpers import QUIET_WANDB, run_script, tiny_wandb_run
 from msrcnn import Predictor
-from msrcnn.app.builders import build_detector
 from msrcnn.app.predict import list_images, predict
-from msrcnn.config import to_plain, validate
 from msrcnn.data import SHAPES_CATEGORIES
+from msrcnn_testing import untrained_checkpoint
 
 CLASS_NAMES = [name for _, name in SHAPES_CATEGORIES]
 
@@ -22,28 +20,7 @@ CLASS_NAMES = [name for _, name in SHAPES_CATEGORIES]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """An untrained TINY model saved like a Lightning checkpoint of src/train.py (no training)."""
-    out = tmp_path_factory.mktemp("ckpt")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY, f"paths.output_dir={out}"])
-    plain = to_plain(validate(cfg))
-    torch.manual_seed(0)
-    model = build_detector(plain, len(CLASS_NAMES) + 1)
-    path = out / "last.ckpt"
-    torch.save(
-        {
-            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-            "hyper_parameters": {
-                "config": {
-                    **plain,
-                    "num_classes": len(CLASS_NAMES) + 1,
-                    "class_names": CLASS_NAMES,
-                    "category_ids": [i for i, _ in SHAPES_CATEGORIES],
-                }
-            },
-        },
-        path,
-    )
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")

@@ -6,34 +6,15 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from exp_helpers import CONF, TINY
 from msrcnn import Predictor
-from msrcnn.app.builders import build_detector
-from msrcnn.config import to_plain, validate
-from msrcnn.data import SHAPES_CATEGORIES
+from msrcnn_testing import untrained_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """An untrained TINY model saved as src/train.py saves it (no training; it still detects)."""
-    out = tmp_path_factory.mktemp("ckpt")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY, f"paths.output_dir={out}"])
-    plain = to_plain(validate(cfg))
-    torch.manual_seed(0)
-    model = build_detector(plain, len(SHAPES_CATEGORIES) + 1)
-    config = {
-        **plain,
-        "num_classes": len(SHAPES_CATEGORIES) + 1,
-        "class_names": [name for _, name in SHAPES_CATEGORIES],
-        "category_ids": [i for i, _ in SHAPES_CATEGORIES],
-    }
-    path = out / "last.ckpt"
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "hyper_parameters": {"config": config}}, path)
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")
