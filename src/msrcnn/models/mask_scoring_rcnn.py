@@ -240,10 +240,6 @@ class MaskScoringRCNN(MaskRCNN):
     def has_maskiou(self) -> bool:
         return self.roi_heads.maskiou_head is not None
 
-    def maskiou_parameters(self):
-        """Parameters of the MaskIoU branch (for add-on training on a frozen Mask R-CNN)."""
-        return [p for n, p in self.named_parameters() if "maskiou" in n]
-
 
 def _as_config(cls: type, value: Any, name: str) -> Any:
     """``value`` as a ``cls`` dataclass: given as one, or as a mapping of its fields (a config group),
