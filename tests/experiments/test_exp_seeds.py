@@ -44,13 +44,15 @@ def seed_sweep(root, rows, extra=None, start=0):
 
 
 def test_the_seeds_of_a_configuration_are_one_row_with_mean_sd_and_n(tmp_path):
-    seed_sweep(tmp_path, {"concat": CONCAT, "multiply": MULTIPLY})
+    seed_sweep(tmp_path, {"concat": CONCAT, "multiply": MULTIPLY, "concat_highres": [38.0, 39.0, 43.0]})
     table = report.build_table(4, report.find_runs([tmp_path]))
     rows = rows_of(table)
     concat = rows["(a) concat"][0]
     assert (concat, concat.sd, concat.n) == (41.0, 1.0, 3) and concat.values == (40.0, 41.0, 42.0)
     ap50 = rows["(b) multiply"][2]
     assert (ap50, ap50.sd, ap50.n) == (50.5, 0.5, 3)
+    skewed = rows["(d) concat_highres"][0]  # the mean, not the median; the sample sd (n - 1)
+    assert (skewed, skewed.sd) == (40.0, pytest.approx(math.sqrt(7)))
     # the Mask R-CNN stand-in (segm_cls) comes from the same three concat runs
     assert rows["Mask R-CNN ranking (segm_cls of the (a) concat run)"][0] == 39.5
     md = report.render(table, "md")
@@ -202,16 +204,15 @@ def test_wandb_group_stays_within_128_characters_and_apart(hydra_job, tmp_path):
     hydra_job(SEED_SWEEP, ["experiment=demo", "head.input=multiply", "seed=0"], sweep_dir=deep)
     group = job_identity("demo").group
     assert len(group) == MAX_GROUP_CHARS and group.endswith("2026-12-05_10-00-00 head.input=multiply")
-    # swept overrides longer than the limit: their start and a digest of them all
-    values = [f"{'a' * 70},{'b' * 70}", f"{'a' * 70},{'c' * 70}"]
-    task = ["experiment=demo", f"data.root={values[0]}", f"data.val.img_dir={values[1]}", "seed=0,1"]
+    # swept overrides longer than the limit: their start and a digest of them all (two
+    # configurations that differ only after the 128th character stay apart)
+    root, img_dirs = "a" * 70, ["a" * 60 + "b", "a" * 60 + "c"]
+    task = ["experiment=demo", f"data.root={root},x", f"data.val.img_dir={','.join(img_dirs)}", "seed=0,1"]
     seen = set()
-    for last in ("b", "c"):
-        hydra_job(
-            task, ["experiment=demo", f"data.root={'a' * 70}", f"data.val.img_dir={last * 70}", "seed=1"]
-        )
+    for img_dir in img_dirs:
+        hydra_job(task, ["experiment=demo", f"data.root={root}", f"data.val.img_dir={img_dir}", "seed=1"])
         group = job_identity("demo").group
-        assert len(group) == MAX_GROUP_CHARS and group.startswith(f"data.root={'a' * 70}")
+        assert len(group) == MAX_GROUP_CHARS and group.startswith(f"data.root={root} data.val.img_dir=aaa")
         seen.add(group)
     assert len(seen) == 2
 
