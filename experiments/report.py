@@ -15,6 +15,16 @@ Rows follow the paper's layout; a row without a run, or whose run has no ``resul
 or still running), reads ``missing``. The paper's numbers come from ``paper_numbers.yaml`` beside
 this file. Importable: :func:`find_runs`, :func:`detect_tables`, :func:`build_table`,
 :func:`render`, :func:`report`.
+
+Seeds: runs whose ``.hydra/config.yaml`` agree on everything but ``seed`` (and where the run was
+written and logged: :data:`NOT_THE_CONFIGURATION`) are one configuration, e.g. the jobs of
+``python src/train.py -m experiment=table4_input seed=0,1,2`` that share a ``head.input``. Each of
+our cells is the mean ± sample standard deviation over the finished seeds, with their number ``(n)``;
+a seed without ``results.json`` is named in the notes and not counted. One column gives each row's
+difference to the table's baseline (Tables 4-6: the default row; Tables 1 and 2: the backbone's Mask
+R-CNN; Table 7: MS R-CNN minus the Mask R-CNN column) with its standard error (Welch:
+sqrt(sd_a^2/n_a + sd_b^2/n_b); ``n/a`` with one run on either side), marked ``*`` beyond two
+standard errors. ``--format csv`` gives mean, sd and n, and diff, SE and the mark, as columns of their own.
 """
 
 from __future__ import annotations
@@ -23,7 +33,9 @@ import argparse
 import csv
 import io
 import json
+import math
 import re
+import statistics
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +93,14 @@ IGNORED_KEYS = re.compile(
 )
 
 
+# Not part of a run's configuration: its seed, and where it was written and logged. Runs whose
+# configs agree on everything else are the seeds of one configuration.
+NOT_THE_CONFIGURATION = ("seed", "ckpt_path", "torch_threads", "paths", "logger", "hydra")
+SIGNIFICANT_SE = 2.0  # a difference beyond this many standard errors is marked
+MARK = "*"
+STAND_IN = "†"  # Table 7: the class-score ranking stands in for a Mask R-CNN run
+
+
 class ReportError(Exception):
     """Nothing to report: no runs, an unreadable file, or a table that cannot be told."""
 
@@ -131,6 +151,16 @@ class Run:
     def failed(self) -> bool:
         """The sweep recorded the job as failed (``failed.json``, see ``msrcnn.app.multirun``)."""
         return (self.path / "failed.json").is_file()
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+    @property
+    def configuration(self) -> str:
+        """The run's config without its seed and run location (:data:`NOT_THE_CONFIGURATION`)."""
+        config = {k: v for k, v in self.config.items() if k not in NOT_THE_CONFIGURATION}
+        return json.dumps(config, sort_keys=True, default=str)
 
     @property
     def mtime(self) -> float:
@@ -268,8 +298,105 @@ def detect_tables(runs: Sequence[Run]) -> list[int]:
     return sorted(tables)
 
 
+# --------------------------------------------------------------------------- seeds
+class Stat(float):
+    """Our number for a cell over the seeds of one configuration: the float's value is the mean;
+    ``sd`` the sample standard deviation (None for one run), ``n`` the number of values, ``ratio``
+    printed with three decimals (a correlation), ``mark`` a suffix (Table 7's stand-in)."""
+
+    values: tuple[float, ...]
+    n: int
+    sd: float | None
+    ratio: bool
+    mark: str
+
+    def __new__(cls, values: Iterable[float], ratio: bool = False, mark: str = "") -> Stat:
+        values = tuple(float(v) for v in values)
+        if not values:
+            raise ValueError("a Stat needs at least one value")
+        self = super().__new__(cls, statistics.fmean(values))
+        self.values, self.n, self.ratio, self.mark = values, len(values), ratio, mark
+        self.sd = statistics.stdev(values) if len(values) > 1 else None
+        return self
+
+
+@dataclass(frozen=True)
+class Diff:
+    """A row's mean minus its baseline's, with Welch's standard error (None: n = 1 on a side)."""
+
+    diff: float
+    se: float | None
+
+    @property
+    def marked(self) -> bool:
+        return self.se is not None and abs(self.diff) > SIGNIFICANT_SE * self.se
+
+
+def welch(a: Stat, b: Stat) -> Diff:
+    """``a - b`` with SE = sqrt(sd_a^2/n_a + sd_b^2/n_b); no SE when either side has one run."""
+    if a.sd is None or b.sd is None:
+        return Diff(float(a) - float(b), None)
+    return Diff(float(a) - float(b), math.sqrt(a.sd**2 / a.n + b.sd**2 / b.n))
+
+
+def diff_cell(row: Cell, baseline: Cell) -> Cell:
+    """The difference column's cell: a Diff, or None (printed ``-``) without both numbers."""
+    return welch(row, baseline) if isinstance(row, Stat) and isinstance(baseline, Stat) else None
+
+
+def legend(diff: str, baseline: str) -> str:
+    return (
+        f"ours: mean \u00b1 sd (n finished seeds); {diff}: our mean minus {baseline}, (SE) its standard "
+        f"error sqrt(sd_a\u00b2/n_a + sd_b\u00b2/n_b), n/a with one run on either side; "
+        f"{MARK}: |diff| > {SIGNIFICANT_SE:g} SE"
+    )
+
+
+@dataclass
+class Group:
+    """The runs of one configuration, one per seed (finished or not)."""
+
+    runs: list[Run]
+
+    @property
+    def finished(self) -> list[Run]:
+        return [r for r in self.runs if r.finished]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.runs[0].config
+
+    def __str__(self) -> str:
+        if len(self.runs) == 1:
+            return str(self.runs[0].path)
+        parents = {r.path.parent for r in self.runs}
+        names = ",".join(r.path.name for r in self.runs)
+        return (
+            f"{parents.pop()}/{{{names}}}" if len(parents) == 1 else ", ".join(str(r.path) for r in self.runs)
+        )
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flatten(value, f"{prefix}{key}."))
+    return out if node else {prefix: node}
+
+
+def differing_keys(configs: Sequence[dict[str, Any]], limit: int = 4) -> str:
+    """The config keys (seed and run location left out) on which ``configs`` disagree."""
+    flat = [
+        {k.rstrip("."): v for k, v in _flatten(c).items() if k.split(".")[0] not in NOT_THE_CONFIGURATION}
+        for c in configs
+    ]
+    keys = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), default=str) for g in flat}) > 1})
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 # --------------------------------------------------------------------------- tables
-Cell = Any  # str, float (ours or the paper's), None (not published)
+Cell = Any  # str, Stat (ours), float (the paper's), Diff, None (not published / undefined)
 
 
 @dataclass
@@ -279,6 +406,25 @@ class Table:
     header: list[str]
     rows: list[list[Cell]]
     notes: list[str] = field(default_factory=list)
+    label_columns: int = 1  # the rows' labels; then our numbers, the paper's (paper) and the diff (SE)
+
+
+def _group(matches: Sequence[Run], notes: list[str], what: str) -> list[Group]:
+    """``matches`` by configuration; of several runs with one seed, the finished then newest."""
+    by_config: dict[str, dict[Any, list[Run]]] = {}
+    for run in matches:
+        by_config.setdefault(run.configuration, {}).setdefault(run.seed, []).append(run)
+    groups = []
+    for seeds in by_config.values():
+        chosen = []
+        for seed, runs in seeds.items():
+            best = max(runs, key=lambda r: (r.finished, r.mtime))
+            if len(runs) > 1:
+                others = ", ".join(str(r.path) for r in runs if r is not best)
+                notes.append(f"{what}: {len(runs)} runs of seed {seed}; using {best.path}, not {others}")
+            chosen.append(best)
+        groups.append(Group(sorted(chosen, key=lambda r: (str(r.path.parent), _natural(r.path.name)))))
+    return groups
 
 
 def _pick(
@@ -286,21 +432,30 @@ def _pick(
     predicate: Callable[[Run], bool],
     table: int | None,
     prefer_backbone: str | None = None,
-) -> tuple[Run | None, list[Run]]:
-    """The run for a row: finished first, then from this table's experiment, then the preferred
-    backbone, then the newest. Also returns every matching run."""
+    notes: list[str] | None = None,
+    what: str = "",
+) -> tuple[Group | None, list[Run]]:
+    """The configuration for a row, its seeds grouped: one with a finished run first, then from this
+    table's experiment, then the preferred backbone, then the newest. Also returns every matching run."""
     matches = [r for r in runs if predicate(r)]
     if not matches:
         return None, []
+    notes = notes if notes is not None else []
+    groups = _group(matches, notes, what)
     best = max(
-        matches,
-        key=lambda r: (
-            r.finished,
-            table_from_name(r.experiment_name) == table,
-            r.backbone == prefer_backbone,
-            r.mtime,
+        groups,
+        key=lambda g: (
+            bool(g.finished),
+            table_from_name(g.runs[0].experiment_name) == table,
+            g.runs[0].backbone == prefer_backbone,
+            max(r.mtime for r in g.runs),
         ),
     )
+    if len(groups) > 1:
+        notes.append(
+            f"{what}: {len(groups)} configurations match (they differ in "
+            f"{differing_keys([g.config for g in groups]) or 'nothing shown'}); showing {best}"
+        )
     return best, matches
 
 
@@ -333,16 +488,19 @@ class Ratio(float):
     """A value printed with three decimals (a correlation), not as a percentage."""
 
 
-def _ours(run: Run | None, key: str, metric: str | None = None) -> Cell:
-    """Our number: ``missing`` without a finished run, None (printed ``-``) when undefined."""
-    if run is None or run.results is None:
+def _ours(group: Group | None, key: str, metric: str | None = None, mark: str = "") -> Cell:
+    """Our number over the group's finished seeds (a :class:`Stat`): ``missing`` without a finished
+    run, None (printed ``-``) when no finished run defines it."""
+    if group is None or not group.finished:
         return MISSING
-    value = run.results.get(key)
-    if metric is not None:
-        value = value.get(metric) if isinstance(value, dict) else None
-    if value is None:
-        return None
-    return float(value) if metric is not None else Ratio(value)
+    values = []
+    for run in group.finished:
+        value = run.results.get(key)
+        if metric is not None:
+            value = value.get(metric) if isinstance(value, dict) else None
+        if value is not None:
+            values.append(value)
+    return Stat(values, ratio=metric is None, mark=mark) if values else None
 
 
 def _ratio(value: Cell) -> Cell:
@@ -366,21 +524,26 @@ class _Builder:
 
     def pick(
         self, predicate: Callable[[Run], bool], what: str, prefer_backbone: str | None = None
-    ) -> Run | None:
-        run, matches = _pick(self.runs, predicate, self.number, prefer_backbone)
-        if run is None:
+    ) -> Group | None:
+        group, matches = _pick(self.runs, predicate, self.number, prefer_backbone, self.notes, what)
+        if group is None:
             return None
         self.used.update(m.path for m in matches)
-        if not run.finished:
-            why = (
-                "failed (see its error.txt)" if run.failed else "no results.json (still running, or stopped)"
-            )
-            self.notes.append(f"{what}: {run.path}: {why}")
-        if len(matches) > 1:
-            self.notes.append(f"{what}: {len(matches)} runs match; showing {run.path}")
-        return run
+        done = len(group.finished)
+        for run in group.runs:
+            if not run.finished:
+                why = (
+                    "failed (see its error.txt)"
+                    if run.failed
+                    else "no results.json (still running, or stopped)"
+                )
+                counted = f"; not counted: n = {done} of {len(group.runs)} seeds" if done else ""
+                self.notes.append(f"{what}: {run.path}: {why}{counted}")
+        return group
 
-    def finish(self, title: str, header: list[str], rows: list[list[Cell]]) -> Table:
+    def finish(
+        self, title: str, header: list[str], rows: list[list[Cell]], legend_line: str, label_columns: int = 1
+    ) -> Table:
         unused = [
             r
             for r in self.runs
@@ -388,7 +551,7 @@ class _Builder:
         ]
         if unused:
             self.notes.append("runs not in this table: " + ", ".join(str(r.path) for r in unused))
-        return Table(self.number, title, header, rows, self.notes)
+        return Table(self.number, title, header, rows, [legend_line, *self.notes], label_columns)
 
 
 def _metric_header(columns: Sequence[tuple[str, str, str]]) -> list[str]:
@@ -398,9 +561,13 @@ def _metric_header(columns: Sequence[tuple[str, str, str]]) -> list[str]:
     return header
 
 
+def _diff_header(label: str) -> str:
+    return f"{label} diff (SE)"
+
+
 def _backbone_table(number: int, runs: Sequence[Run], paper: dict[str, Any]) -> Table:
     """Tables 1 and 2: per backbone, Mask R-CNN (head=none run), the class-score ranking of the
-    MS R-CNN run (segm_cls) and MS R-CNN."""
+    MS R-CNN run (segm_cls) and MS R-CNN; the mask AP difference to the backbone's Mask R-CNN."""
     spec = paper[f"table{number}"]
     if number == 1:
         columns = [
@@ -419,7 +586,8 @@ def _backbone_table(number: int, runs: Sequence[Run], paper: dict[str, Any]) -> 
         label = BACKBONE_LABELS.get(backbone, backbone)
         mask_rcnn = b.pick(_mask_rcnn(backbone), f"{label} Mask R-CNN")
         ms = b.pick(_ms_default(backbone), f"{label} MS R-CNN")
-        for model, run, paper_key, segm_key in (
+        baseline = None
+        for model, group, paper_key, segm_key in (
             ("Mask R-CNN", mask_rcnn, "mask_rcnn", "segm"),
             ("MS R-CNN ranked by class score (segm_cls)", ms, None, "segm_cls"),
             ("MS R-CNN", ms, "ms_rcnn", "segm"),
@@ -428,19 +596,27 @@ def _backbone_table(number: int, runs: Sequence[Run], paper: dict[str, Any]) -> 
             for _, key, metric in columns:
                 ours_key = segm_key if key == "segm" else key
                 paper_value = _paper(numbers, paper_key, key, metric) if paper_key else None
-                row += [_ours(run, ours_key, metric), paper_value]
+                row += [_ours(group, ours_key, metric), paper_value]
+            if baseline is None:
+                baseline = row[2]
+                row.append("baseline")
+            else:
+                row.append(diff_cell(row[2], baseline))
             rows.append(row)
-    return b.finish(spec["title"], ["backbone", "model", *_metric_header(columns)], rows)
+    header = ["backbone", "model", *_metric_header(columns), _diff_header("APm")]
+    return b.finish(spec["title"], header, rows, legend("APm diff", "the backbone's Mask R-CNN row's"), 2)
 
 
 def _ablation_table(number: int, runs: Sequence[Run], paper: dict[str, Any]) -> Table:
-    """Tables 4-6: MS R-CNN per setting, and the Mask R-CNN baseline."""
+    """Tables 4-6: MS R-CNN per setting, and the Mask R-CNN baseline; the AP difference to the
+    default setting's row (concat / target_class / tau 0)."""
     spec = paper[f"table{number}"]
     key, key_label, labels = ABLATIONS[number]
     columns = [("AP", "segm", "AP"), ("AP50", "segm", "AP50"), ("AP75", "segm", "AP75")]
     b = _Builder(number, runs)
     rows: list[list[Cell]] = []
-    default_run = None
+    default_group = None
+    default_row = 0
     for value, numbers in spec["rows"].items():
         if key == "head.tau":
 
@@ -452,14 +628,15 @@ def _ablation_table(number: int, runs: Sequence[Run], paper: dict[str, Any]) -> 
                 return str(r.head_value(key)) == v
 
         label = labels.get(str(value), str(value))
-        run = b.pick(
+        group = b.pick(
             lambda r, m=matches: r.is_mask_scoring and m(r) and _at_defaults(r, key), label, "r18_fpn"
         )
         if _float_eq(value, HEAD_DEFAULTS[key]) or str(value) == HEAD_DEFAULTS[key]:
-            default_run = run
-        rows.append([label, *[c for _, k, m in columns for c in (_ours(run, k, m), _paper(numbers, k, m))]])
+            default_group, default_row = group, len(rows)
+        rows.append([label, *[c for _, k, m in columns for c in (_ours(group, k, m), _paper(numbers, k, m))]])
     baseline = paper.get("ablation_baseline", {}).get("mask_rcnn", {})
     mask_rcnn = b.pick(_mask_rcnn(None), "Mask R-CNN", "r18_fpn")
+    default_label = labels.get(str(HEAD_DEFAULTS[key]), str(HEAD_DEFAULTS[key]))
     if mask_rcnn is not None:
         rows.append(
             [
@@ -468,14 +645,13 @@ def _ablation_table(number: int, runs: Sequence[Run], paper: dict[str, Any]) -> 
             ]
         )
     else:
-        default_label = labels.get(str(HEAD_DEFAULTS[key]), str(HEAD_DEFAULTS[key]))
         rows.append(
             [
                 f"Mask R-CNN ranking (segm_cls of the {default_label} run)",
                 *[
                     c
                     for _, k, m in columns
-                    for c in (_ours(default_run, "segm_cls", m), _paper(baseline, k, m))
+                    for c in (_ours(default_group, "segm_cls", m), _paper(baseline, k, m))
                 ],
             ]
         )
@@ -483,11 +659,16 @@ def _ablation_table(number: int, runs: Sequence[Run], paper: dict[str, Any]) -> 
             "Mask R-CNN row: ours is the class-score ranking of the same MS R-CNN model (segm_cls); "
             "the paper's is a separately trained Mask R-CNN (add head=none runs to compare like for like)"
         )
-    return b.finish(spec["title"], [key_label, *_metric_header(columns)], rows)
+    ap_default = rows[default_row][1]
+    for i, row in enumerate(rows):
+        row.append("baseline" if i == default_row else diff_cell(row[1], ap_default))
+    header = [key_label, *_metric_header(columns), _diff_header("AP")]
+    return b.finish(spec["title"], header, rows, legend("AP diff", f"the {default_label} row's"))
 
 
 def _upper_bound_table(runs: Sequence[Run], paper: dict[str, Any]) -> Table:
-    """Table 7: Mask R-CNN / MS R-CNN / MS R-CNN with GT MaskIoU (segm_oracle), and Pearson r."""
+    """Table 7: Mask R-CNN / MS R-CNN / MS R-CNN with GT MaskIoU (segm_oracle), and Pearson r;
+    the difference MS R-CNN minus Mask R-CNN per backbone."""
     spec = paper["table7"]
     pearson = paper.get("section4_4", {}).get("maskiou_pearson", {})
     backbones = list(spec["rows"])
@@ -503,25 +684,26 @@ def _upper_bound_table(runs: Sequence[Run], paper: dict[str, Any]) -> Table:
         if mask_rcnn is not None:
             baseline = _ours(mask_rcnn, "segm", "AP")
         else:
-            baseline = _ours(ms, "segm_cls", "AP")
-            fallback = fallback or ms is not None
-            baseline = f"{baseline:.1f}*" if isinstance(baseline, float) else baseline
+            baseline = _ours(ms, "segm_cls", "AP", mark=STAND_IN)
+            fallback = fallback or isinstance(baseline, Stat)
+        ms_ap = _ours(ms, "segm", "AP")
         rows.append(
             [
                 label,
                 baseline,
                 _paper(numbers, "mask_rcnn"),
-                _ours(ms, "segm", "AP"),
+                ms_ap,
                 _paper(numbers, "ms_rcnn"),
                 _ours(ms, "segm_oracle", "AP"),
                 _paper(numbers, "oracle"),
                 _ours(ms, "maskiou_pearson"),
                 _ratio(_paper(pearson, backbone)),
+                diff_cell(ms_ap, baseline),
             ]
         )
     if fallback:
         b.notes.append(
-            "*: no head=none run for this backbone; the class-score ranking (segm_cls) of the "
+            f"{STAND_IN}: no head=none run for this backbone; the class-score ranking (segm_cls) of the "
             "MS R-CNN run stands in for Mask R-CNN"
         )
     b.notes.append(
@@ -539,8 +721,9 @@ def _upper_bound_table(runs: Sequence[Run], paper: dict[str, Any]) -> Table:
         "MS R-CNN + GT MaskIoU AP (paper)",
         "Pearson r",
         "Pearson r (paper)",
+        _diff_header("MS R-CNN AP"),
     ]
-    return b.finish(spec["title"], header, rows)
+    return b.finish(spec["title"], header, rows, legend("MS R-CNN AP diff", "the row's Mask R-CNN AP"))
 
 
 def _test_dev_table(runs: Sequence[Run], paper: dict[str, Any]) -> Table:
@@ -560,7 +743,8 @@ def _test_dev_table(runs: Sequence[Run], paper: dict[str, Any]) -> Table:
         "test-dev has no public annotations: run `python src/eval.py ckpt_path=... data=coco "
         "data.root=/data/coco split=test` and upload detections_segm.json to the COCO evaluation server"
     ]
-    return Table(3, spec["title"], ["backbone", "model", *[f"{m} (paper)" for m in metrics]], rows, notes)
+    header = ["backbone", "model", *[f"{m} (paper)" for m in metrics]]
+    return Table(3, spec["title"], header, rows, notes, label_columns=2)
 
 
 def build_table(number: int, runs: Sequence[Run], paper: dict[str, Any] | None = None) -> Table:
@@ -581,6 +765,13 @@ def build_table(number: int, runs: Sequence[Run], paper: dict[str, Any] | None =
 def _text(cell: Cell) -> str:
     if cell is None:
         return "-"
+    if isinstance(cell, Stat):
+        digits = 3 if cell.ratio else 1
+        spread = f" \u00b1 {cell.sd:.{digits}f}" if cell.sd is not None else ""
+        return f"{cell:.{digits}f}{cell.mark}{spread} ({cell.n})"
+    if isinstance(cell, Diff):
+        se = f"{cell.se:.2f}" if cell.se is not None else "n/a"
+        return f"{cell.diff:+.2f} ({se})" + (f" {MARK}" if cell.marked else "")
     if isinstance(cell, Ratio):
         return f"{cell:.3f}"
     if isinstance(cell, float):
@@ -588,15 +779,50 @@ def _text(cell: Cell) -> str:
     return str(cell)
 
 
+def _csv_columns(table: Table) -> list[tuple[str, str]]:
+    """Per column of ``table``: its header and kind (``stat``: mean, sd, n; ``diff``: diff, SE, mark)."""
+    kinds = []
+    for i, name in enumerate(table.header):
+        if i < table.label_columns or name.endswith("(paper)"):
+            kinds.append((name, "plain"))
+        elif name.endswith(" diff (SE)"):
+            kinds.append((name[: -len(" (SE)")], "diff"))
+        else:
+            kinds.append((name, "stat"))
+    return kinds
+
+
+def _csv_cells(cell: Cell, kind: str) -> list[Any]:
+    if kind == "stat":
+        if isinstance(cell, Stat):
+            return [float(cell), "" if cell.sd is None else cell.sd, cell.n]
+        return [cell if cell is not None else "", "", 0]
+    if kind == "diff":
+        if isinstance(cell, Diff):
+            return [cell.diff, "" if cell.se is None else cell.se, cell.marked]
+        return [cell if cell is not None else "", "", ""]
+    return ["" if cell is None else cell]
+
+
 def render(table: Table, fmt: str = "md") -> str:
-    """The table as Markdown (``md``), ``csv`` (one header row, full precision, a ``table`` column)
+    """The table as Markdown (``md``), ``csv`` (one header row, full precision, a ``table`` column;
+    our numbers as mean, ``sd`` and ``n`` columns, the difference as diff, ``SE`` and ``> 2 SE``)
     or aligned plain ``text``."""
     if fmt == "csv":
+        kinds = _csv_columns(table)
+        header = ["table"]
+        for name, kind in kinds:
+            if kind == "stat":
+                header += [name, f"{name} sd", f"{name} n"]
+            elif kind == "diff":
+                header += [name, f"{name} SE", f"{name} > {SIGNIFICANT_SE:g} SE"]
+            else:
+                header.append(name)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["table", *table.header])
+        writer.writerow(header)
         for row in table.rows:
-            writer.writerow([table.number, *["" if c is None else c for c in row]])
+            writer.writerow([table.number, *[v for c, (_, k) in zip(row, kinds) for v in _csv_cells(c, k)]])
         return buffer.getvalue()
     cells = [[_text(c) for c in row] for row in table.rows]
     if fmt == "md":
@@ -629,7 +855,7 @@ def render(table: Table, fmt: str = "md") -> str:
 
 
 def _numeric_column(cells: list[list[str]], i: int) -> bool:
-    return any(re.fullmatch(r"-?\d+(\.\d+)?\*?", row[i]) for row in cells)
+    return any(re.match(r"[+-]?\d", row[i]) for row in cells)
 
 
 def report(

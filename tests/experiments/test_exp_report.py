@@ -36,7 +36,7 @@ def test_partial_table4_sweep_shows_missing_rows_and_the_mask_rcnn_row(tmp_path)
     assert report.detect_tables(runs) == [4]
     table = report.build_table(4, runs)
     rows = rows_of(table)
-    assert rows["(a) concat"] == [20.0, 29.3, 40.0, 46.9, 19.0, 31.3]
+    assert rows["(a) concat"] == [20.0, 29.3, 40.0, 46.9, 19.0, 31.3, "baseline"]  # the default row
     assert rows["(b) multiply"][:2] == [21.0, 29.1]
     assert rows["(c) concat_all"][0] == "missing" and rows["(d) concat_highres"][0] == "missing"
     baseline = next(v for k, v in rows.items() if k.startswith("Mask R-CNN"))
@@ -106,7 +106,7 @@ def test_table1_has_mask_rcnn_class_score_and_ms_rows_with_box_ap(tmp_path):
     assert by_model[("R18-FPN", "MS R-CNN ranked by class score (segm_cls)")][:2] == [24.0, None]
     assert by_model[("R50-FPN", "Mask R-CNN")][0] == "missing"
     assert by_model[("R101-FPN", "MS R-CNN")][0] == "missing"
-    assert len(table.header) == 2 + 12
+    assert len(table.header) == 2 + 12 + 1  # and the mask AP difference to the backbone's Mask R-CNN
 
 
 def test_table7_from_any_sweep_uses_the_oracle_and_pearson(tmp_path):
@@ -114,7 +114,8 @@ def test_table7_from_any_sweep_uses_the_oracle_and_pearson(tmp_path):
     table = report.build_table(7, report.find_runs([tmp_path]))
     r18 = rows_of(table)["R18-FPN"]
     # Mask R-CNN (segm_cls stand-in, marked), MS R-CNN, oracle, Pearson r, each beside the paper's.
-    assert r18 == ["18.0*", 27.7, 20.0, 29.3, 22.0, 31.5, 0.5, 0.74]
+    assert r18[:-1] == [18.0, 27.7, 20.0, 29.3, 22.0, 31.5, 0.5, 0.74] and r18[0].mark == "\u2020"
+    assert (r18[-1].diff, r18[-1].se) == (2.0, None)  # MS R-CNN - Mask R-CNN; one seed: no SE
     assert rows_of(table)["R101 DCN+FPN"][2] == "missing"
     text = report.render(table, "text")
     assert "0.500" in text and "0.740" in text and "segm_cls" in text
@@ -123,8 +124,8 @@ def test_table7_from_any_sweep_uses_the_oracle_and_pearson(tmp_path):
 def test_csv_has_one_header_and_full_precision(tmp_path):
     out = report.report([table4_sweep(tmp_path)], fmt="csv")
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0][:3] == ["table", "input design", "AP"]
-    assert rows[1][:4] == ["4", "(a) concat", "20.0", "29.3"]
+    assert rows[0][:6] == ["table", "input design", "AP", "AP sd", "AP n", "AP (paper)"]
+    assert rows[1][:6] == ["4", "(a) concat", "20.0", "", "1", "29.3"]  # one seed: no sd
     assert len({len(r) for r in rows}) == 1
 
 

@@ -2,7 +2,10 @@
 
 * :func:`job_identity`: a job's run name (its swept overrides in a ``-m`` sweep, e.g.
   ``head.input=multiply``), group (the sweep: its Hydra sweep dir, e.g.
-  ``multirun/table4_input/2025-06-01_10-00-00``; a single run: the experiment name) and the
+  ``multirun/table4_input/2025-06-01_10-00-00``; when the sweep varies ``seed``, one group per
+  configuration: the sweep dir and the other swept overrides, e.g.
+  ``multirun/table4_input/2025-06-01_10-00-00 head.input=multiply``, so that W&B averages the seeds,
+  whose ``seed`` is in each run's config; a single run: the experiment name) and the
   job's place (overrides, job number, run and sweep dirs), recorded in the run's config under ``job``.
 * :func:`make_wandb_logger`: Lightning's ``WandbLogger`` writing inside the run directory, whose
   config is the job's resolved config (the module's hyperparameters, the same config nested under
@@ -17,6 +20,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -94,6 +98,13 @@ def job_identity(experiment_name: str, group: str | None = None) -> JobIdentity:
     keys = sweep_keys(hc)
     swept = [o for o in overrides if _override_key(o) in keys]
     name = " ".join(swept) or f"{experiment_name} #{job['num']}"
+    if group is None and "seed" in keys:  # the seeds of one configuration: one group
+        rest = " ".join(o for o in swept if _override_key(o) != "seed")
+        if len(rest) > MAX_GROUP_CHARS - 10:  # too long to keep whole: its start, a digest of all
+            digest = hashlib.sha1(f"{sweep_dir} {rest}".encode()).hexdigest()[:8]
+            group = f"{rest[: MAX_GROUP_CHARS - 10]} #{digest}"
+        else:  # the sweep dir shortened from its start, the overrides whole
+            group = f"{sweep_dir} {rest}".rstrip()[-MAX_GROUP_CHARS:]
     return JobIdentity(name=name, group=group or sweep_dir[-MAX_GROUP_CHARS:], job=job)
 
 
