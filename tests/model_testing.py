@@ -62,3 +62,23 @@ def synthetic_batch(n_images: int = 2, size: int = 96, seed: int = 0):
             )
         )
     return images, targets
+
+
+def torchvision_pair():
+    """torchvision's ``MaskRCNN`` and a ``MaskScoringRCNN`` of the same small R18-FPN body and the same
+    weights (the MaskIoU head's own excepted), in eval mode, every candidate box kept."""
+    import copy
+
+    from torchvision.models.detection import MaskRCNN
+
+    from msrcnn.models import MaskScoringRCNN, build_backbone
+
+    torch.manual_seed(0)
+    spec = build_backbone("r18_fpn", returned_layers=[1, 2, 3, 4], fpn_channels=16)
+    kwargs = dict(min_size=96, max_size=128, box_score_thresh=0.0)
+    tv = MaskRCNN(copy.deepcopy(spec.body), num_classes=4, **kwargs).eval()
+    ms = MaskScoringRCNN(copy.deepcopy(spec.body), num_classes=4, head={"conv_channels": 16}, **kwargs).eval()
+    missing, unexpected = ms.load_state_dict(tv.state_dict(), strict=False)
+    assert not unexpected
+    assert missing and all("maskiou" in k for k in missing)
+    return tv, ms

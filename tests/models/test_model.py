@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models.detection import MaskRCNN
 
-from model_testing import SMALL, rect_mask, small_model, synthetic_batch
+from model_testing import SMALL, rect_mask, small_model, synthetic_batch, torchvision_pair
 from msrcnn.models import INPUT_DESIGNS, TRAIN_TARGETS, MaskScoringRCNN, build_backbone
 
 EXPECTED_LOSSES = {
@@ -122,14 +122,7 @@ def test_batch_equals_single_images():
 
 
 def test_equals_torchvision_maskrcnn_with_same_weights():
-    torch.manual_seed(0)
-    spec = build_backbone("r18_fpn", returned_layers=[1, 2, 3, 4], fpn_channels=16)
-    kwargs = dict(min_size=96, max_size=128, box_score_thresh=0.0)
-    tv = MaskRCNN(copy.deepcopy(spec.body), num_classes=4, **kwargs).eval()
-    ms = MaskScoringRCNN(copy.deepcopy(spec.body), num_classes=4, head={"conv_channels": 16}, **kwargs).eval()
-    missing, unexpected = ms.load_state_dict(tv.state_dict(), strict=False)
-    assert not unexpected
-    assert missing and all("maskiou" in k for k in missing)
+    tv, ms = torchvision_pair()
     images, _ = synthetic_batch(2)
     with torch.no_grad():
         a, b = tv(images), ms(images)

@@ -78,7 +78,7 @@ def positive_indices(labels: list[Tensor]) -> list[Tensor]:
 
     On a GPU (:mod:`msrcnn.ops.gpu_paths`) one ``nonzero`` over the batch and one read of the per-image
     counts, instead of a ``nonzero`` per image."""
-    if len(labels) <= 2 or not use_gpu_paths(labels[0].device):
+    if len(labels) <= 2 or not use_gpu_paths(labels[0].device):  # <= 2 images: no fewer syncs batched
         return [torch.where(lab > 0)[0] for lab in labels]
     device = labels[0].device
     # per RoI of the batch: its image, and its index within the image (fill kernels, no copies)

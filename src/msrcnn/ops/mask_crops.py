@@ -57,34 +57,30 @@ class MaskCrops:
     def hflip(self) -> MaskCrops:
         """The masks mirrored left-right (torchvision's ``horizontal_flip`` of the full masks)."""
         y0, x0, h, w = self.windows.unbind(1)
-        _, rows, cols = self._pixel_coordinates()
-        width = w.repeat_interleave(h * w, output_size=self.values.numel())
-        start = torch.cumsum(h * w, 0) - h * w
-        owner = torch.repeat_interleave(
-            torch.arange(len(self), device=self.device), h * w, output_size=self.values.numel()
-        )
-        mirrored = start[owner] + rows * width + (width - 1 - cols)
+        owner, start, rows, cols = self._pixel_coordinates()
+        width = w[owner]
         values = torch.empty_like(self.values)
-        values[mirrored] = self.values
-        windows = torch.stack([y0, self.size[1] - x0 - w, h, w], dim=1)
-        return MaskCrops(values, windows, self.size)
+        values[start + rows * width + (width - 1 - cols)] = self.values
+        return MaskCrops(values, torch.stack([y0, self.size[1] - x0 - w, h, w], dim=1), self.size)
 
-    def _pixel_coordinates(self) -> tuple[Tensor, Tensor, Tensor]:
-        """For each stored pixel: its mask, and its row and column inside the mask's window."""
+    def _pixel_coordinates(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """For each stored pixel: its mask, its mask's first stored pixel, and its row and column
+        inside the mask's window (``output_size``: no host sync)."""
         _, _, h, w = self.windows.unbind(1)
         area = h * w
         total = self.values.numel()
         owner = torch.repeat_interleave(torch.arange(len(self), device=self.device), area, output_size=total)
-        local = torch.arange(total, device=self.device) - (torch.cumsum(area, 0) - area)[owner]
+        start = (torch.cumsum(area, 0) - area)[owner]
+        local = torch.arange(total, device=self.device) - start
         width = w[owner].clamp(min=1)
-        return owner, local // width, local % width
+        return owner, start, local // width, local % width
 
     def dense(self) -> Tensor:
         """uint8 ``[N, H, W]`` masks on the crops' device (one scatter, no host sync)."""
         height, width = self.size
         out = torch.zeros(len(self) * height * width, dtype=torch.uint8, device=self.device)
         if self.values.numel():
-            owner, rows, cols = self._pixel_coordinates()
+            owner, _, rows, cols = self._pixel_coordinates()
             y0, x0 = self.windows[:, 0][owner], self.windows[:, 1][owner]
             out[(owner * height + y0 + rows) * width + x0 + cols] = self.values
         return out.view(len(self), height, width)
