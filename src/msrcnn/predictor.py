@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import torch
 from faster_coco_eval.core import mask as mask_utils
 from PIL import Image, ImageOps
 
-from msrcnn.evaluation.records import DetectionRecord, make_record
+from msrcnn.evaluation.records import DetectionRecord, make_record, top_detections
 from msrcnn.models import MaskScoringRCNN
 
 __all__ = ["PRECISIONS", "SORT_KEYS", "ImageInput", "Prediction", "Predictor", "to_image_tensor"]
@@ -288,7 +288,6 @@ class Predictor:
         self.ckpt_path = Path(ckpt_path)
         self.model = MaskScoringRCNN.from_checkpoint(ckpt_path, map_location="cpu", soft_nms=soft_nms)
         self.model.to(self.device)
-        self.model.mask_output = "roi"  # box-local masks: RLEs straight from the boxes, no paste
         self.class_names: list[str] = list(self.model.class_names or [])
         self.category_ids: list[int] = list(self.model.category_ids or [])
         self._names = dict(zip(self.category_ids, self.class_names))
@@ -317,49 +316,80 @@ class Predictor:
         is a batch of ``CxHxW`` images). ``rle=True``: masks as COCO RLEs instead of arrays."""
         items = _as_list(images)
         sources = [str(i) if isinstance(i, (str, os.PathLike)) else None for i in items]
-        return [
-            self._prediction(record, size, rle, source)
-            for (record, size), source in zip(self.records(items), sources)
-        ]
+        if rle:
+            return [
+                self._prediction(record, size, rles=record.rles or [], source=source)
+                for (record, size), source in zip(self.records(items), sources)
+            ]
+        # masks as arrays: pasted at image size and binarised on the model's device (no RLE round trip)
+        lookup = [0, *self.category_ids]
+        out = []
+        for output, size, index in self._outputs(items, mask_output="image"):
+            masks = output.pop("masks")[:, 0]
+            record = make_record(output, index + 1, lookup, self.max_dets)  # no masks: boxes and scores
+            keep = self._kept(record)
+            order = top_detections(output["scores"], self.max_dets)[torch.from_numpy(keep).to(masks.device)]
+            dense = (masks[order] > self.mask_threshold).cpu().numpy()
+            out.append(self._prediction(_select(record, keep), size, masks=dense, source=sources[index]))
+        return out
 
     def records(
         self, images: ImageInput | Iterable[ImageInput], first_image_id: int = 1
     ) -> list[tuple[DetectionRecord, tuple[int, int]]]:
         """The detections of each image as a :class:`~msrcnn.evaluation.DetectionRecord` (labels =
-        dataset category ids, RLE masks; image ids counted from ``first_image_id``; filtered and
-        sorted as :class:`Predictor` was asked) with the image's ``(H, W)``."""
-        items = _as_list(images)
+        dataset category ids, RLE masks encoded from the box regions; image ids counted from
+        ``first_image_id``; filtered and sorted as :class:`Predictor` was asked) with the image's ``(H, W)``."""
         lookup = [0, *self.category_ids]
         out: list[tuple[DetectionRecord, tuple[int, int]]] = []
-        for start in range(0, len(items), self.batch_size):
-            batch = [
-                to_image_tensor(image).to(self.device) for image in items[start : start + self.batch_size]
-            ]
-            with torch.inference_mode(), self.autocast():
-                outputs = self.model(batch)
-            for k, (image, output) in enumerate(zip(batch, outputs)):
-                output = {
-                    key: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-                    for key, v in output.items()
-                }
-                record = make_record(
-                    output, first_image_id + start + k, lookup, self.max_dets, self.mask_threshold
-                )
-                record = _keep(record, self.score_threshold, self.min_mask_score, self.sort_by)
-                out.append((record, (int(image.shape[1]), int(image.shape[2]))))
+        for output, size, index in self._outputs(_as_list(images), mask_output="roi"):
+            record = make_record(output, first_image_id + index, lookup, self.max_dets, self.mask_threshold)
+            out.append((_select(record, self._kept(record)), size))
         return out
 
+    def _outputs(
+        self, items: list[ImageInput], mask_output: str
+    ) -> Iterator[tuple[dict[str, Any], tuple[int, int], int]]:
+        """The model's output of each image (``batch_size`` images per forward pass, floating-point
+        fields as float32), with the image's ``(H, W)`` and its index in ``items``. ``mask_output``:
+        ``"roi"`` (box-local masks, for RLEs) or ``"image"`` (pasted at image size)."""
+        previous = self.model.mask_output
+        self.model.mask_output = mask_output
+        try:
+            for start in range(0, len(items), self.batch_size):
+                batch = [
+                    to_image_tensor(image).to(self.device) for image in items[start : start + self.batch_size]
+                ]
+                with torch.inference_mode(), self.autocast():
+                    outputs = self.model(batch)
+                for k, (image, output) in enumerate(zip(batch, outputs)):
+                    output = {
+                        key: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                        for key, v in output.items()
+                    }
+                    yield output, (int(image.shape[1]), int(image.shape[2])), start + k
+        finally:
+            self.model.mask_output = previous
+
+    def _kept(self, record: DetectionRecord) -> np.ndarray:
+        """Indices into ``record`` of the detections to report, in reporting order: class score >=
+        ``score_threshold`` and mask score >= ``min_mask_score``, best ``sort_by`` first (ties keep
+        the class-score order)."""
+        scores = record.mask_scores if self.sort_by == "mask_score" else record.scores
+        order = np.argsort(-scores, kind="stable")
+        ok = record.scores[order] >= self.score_threshold
+        ok &= record.mask_scores[order] >= self.min_mask_score
+        return order[ok]
+
     def _prediction(
-        self, record: DetectionRecord, size: tuple[int, int], rle: bool, source: str | None = None
+        self,
+        record: DetectionRecord,
+        size: tuple[int, int],
+        *,
+        masks: np.ndarray | None = None,
+        rles: list[dict] | None = None,
+        source: str | None = None,
     ) -> Prediction:
-        n = len(record)
-        rles = record.rles if record.rles is not None else []
-        masks = None
-        if not rle:
-            masks = np.zeros((n, *size), dtype=bool)
-            if rles:
-                decoded = mask_utils.decode([dict(r, counts=r["counts"].encode("ascii")) for r in rles])
-                masks = decoded.reshape(*size, n).transpose(2, 0, 1).astype(bool)
+        """A :class:`Prediction` of ``record`` with its masks as ``bool [N, H, W]`` arrays or as RLEs."""
         mask_ious = None if record.mask_ious is None else record.mask_ious.astype(np.float32)
         scores = record.scores.astype(np.float32)
         return Prediction(
@@ -370,7 +400,7 @@ class Predictor:
             mask_ious=mask_ious,
             mask_scores=scores if mask_ious is None else scores * mask_ious,
             masks=masks,
-            rles=list(rles) if rle else None,
+            rles=None if rles is None else list(rles),
             image_size=size,
             source=source,
         )
@@ -386,17 +416,8 @@ def _as_list(images: Any) -> list[ImageInput]:
     raise TypeError(f"expected an image or a list of images, got a {type(images).__name__}")
 
 
-def _keep(
-    record: DetectionRecord, score_threshold: float, min_mask_score: float = 0.0, sort_by: str = "mask_score"
-) -> DetectionRecord:
-    """The record's detections with a class score >= ``score_threshold`` and a mask score >=
-    ``min_mask_score``, best ``sort_by`` first (ties keep the class-score order)."""
-    if len(record) == 0:
-        return record
-    scores = record.mask_scores if sort_by == "mask_score" else record.scores
-    order = np.argsort(-scores, kind="stable")
-    ok = (record.scores[order] >= score_threshold) & (record.mask_scores[order] >= min_mask_score)
-    keep = order[ok]
+def _select(record: DetectionRecord, keep: np.ndarray) -> DetectionRecord:
+    """The detections ``keep`` (indices, in that order) of ``record``."""
     return DetectionRecord(
         image_id=record.image_id,
         boxes=record.boxes[keep],

@@ -119,17 +119,36 @@ def test_trainer_accepts_every_lightning_trainer_argument_and_only_those():
         compose_train("trainer.max_steps=many")
 
 
-def test_trainer_yaml_holds_only_what_it_changes():
-    """trainer/cpu.yaml composes onto the schema (every Trainer argument at its default): it lists
-    only the keys it changes, and every argument can still be set without '+'."""
-    from msrcnn.config.schema import TrainerConfig
+# Every config group but the presets (experiment) and Hydra's own: each has a schema.
+SCHEMA_GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("experiment", "hydra"))
+
+
+@pytest.mark.parametrize("group", SCHEMA_GROUPS)
+def test_every_group_composes_onto_its_schema_and_states_only_what_it_changes(group):
+    """Each option of a group builds on the group's ConfigStore schema (directly, or through another
+    option of the group), and its YAML lists only keys whose value differs from the schema's default:
+    each default is stated once, in the dataclass."""
+    from hydra.core.config_store import ConfigStore
+
+    schema = OmegaConf.structured(ConfigStore.instance().load(f"{group}/schema.yaml").node)
+    options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    for option in options:
+        own = OmegaConf.load(CONF / group / f"{option}.yaml")
+        base = [d for d in own.get("defaults", []) if d != "_self_"]
+        assert base and (base == ["schema"] or base[0] in options), (group, option, base)
+        if base != ["schema"]:
+            continue  # an option on top of another: it differs from that one (tests below)
+        # name: the option's own, stated even where it is the schema's default
+        for key in set(own) - {"defaults", "name"}:
+            if OmegaConf.is_missing(own, key) or OmegaConf.is_interpolation(own, key):
+                continue  # made mandatory, or taken from elsewhere
+            assert OmegaConf.to_container(own)[key] != schema[key], (group, option, key)
+
+
+def test_every_trainer_argument_can_be_set():
+    """trainer/cpu.yaml lists only what it changes, and every Trainer argument can still be set without '+'."""
     from msrcnn.config.trainer import trainer_arguments
 
-    schema = OmegaConf.structured(TrainerConfig)
-    own = OmegaConf.load(CONF / "trainer" / "cpu.yaml")
-    assert list(own.defaults) == ["schema", "_self_"]
-    for key in set(own) - {"defaults"}:
-        assert OmegaConf.is_interpolation(own, key) or own[key] != schema[key], key
     overrides = ["trainer.overfit_batches=2", "trainer.min_steps=1", "trainer.detect_anomaly=true"]
     for option in ("cpu", "default", "gpu", "ddp"):
         trainer = validate(compose_train(f"trainer={option}", *overrides)).trainer

@@ -206,6 +206,10 @@ def test_a_real_checkpoint_loads_through_both_public_ways(trained_run):
     assert model.category_ids == [1, 2, 4, 5, 7, 9]  # the shapes dataset's own ids
     for (name, a), b in zip(model.state_dict().items(), module.model.state_dict().values()):
         assert torch.equal(a, b), name
+    # the backbone's defaults are recorded resolved (from scratch: BN, all 5 stages trainable)
+    backbone = module.hparams["config"]["backbone"]
+    assert (backbone["norm"], backbone["trainable_layers"]) == ("bn", 5)
+    assert (model.config["backbone"]["norm"], model.config["backbone"]["trainable_layers"]) == ("bn", 5)
 
 
 def test_damaged_or_foreign_checkpoints_fail_in_one_line_in_every_script(trained_run, tmp_path, shapes_dir):

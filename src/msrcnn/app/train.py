@@ -23,6 +23,7 @@ from msrcnn.config.validate import check_overrides
 from msrcnn.evaluation import write_json_atomic
 from msrcnn.evaluation.evaluator import CocoEvaluator
 from msrcnn.models import read_checkpoint
+from msrcnn.models.backbones import backbone_defaults
 from msrcnn.training import MaskScoringModule, TimeBudget
 
 log = logging.getLogger("msrcnn.app")
@@ -118,6 +119,10 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     datamodule.prepare_data()
     datamodule.setup("fit")
     apply_auto_input_size(cfg, datamodule)  # data.auto_input_size: model.min_size/max_size from the data
+    # the backbone defaults that follow backbone.pretrained, recorded resolved (checkpoint, W&B config)
+    cfg.backbone.norm, cfg.backbone.trainable_layers = backbone_defaults(
+        cfg.backbone.pretrained, cfg.backbone.norm, cfg.backbone.trainable_layers
+    )
     plain = to_plain(cfg)
     dataset_info = {
         "num_classes": datamodule.num_classes,

@@ -198,9 +198,10 @@ class DataConfig:
     num_workers: int = 2
     pin_memory: bool = True
     hflip_prob: float = 0.5
-    # Short sides the workers resize training images to (conf/data: model.min_size); their long-side cap
-    # is model.max_size, and their shuffle and augmentation follow the run's seed.
-    train_min_size: Optional[list[int]] = None
+    # Short sides the workers resize training images to (default: the model's input size, model.min_size;
+    # null where there is no model); their long-side cap is model.max_size, and their shuffle and
+    # augmentation follow the run's seed.
+    train_min_size: Optional[list[int]] = "${oc.select:model.min_size,null}"  # type: ignore[assignment]
     aspect_ratio_group_factor: int = 3
     auto_input_size: Optional[AutoInputSizeConfig] = None  # model.min_size/max_size from the training data
 
@@ -311,20 +312,22 @@ class ExportAppConfig:
 
 def register_schemas() -> None:
     """Registers the schemas that ``conf/`` groups compose onto (Hydra's ConfigStore): ``<group>/schema``
-    for ``backbone``, ``callbacks``, ``eval``, ``head``, ``logger``, ``model``, ``optim`` and ``trainer``
-    (every ``lightning.Trainer`` argument at its default), so that their YAML holds only what an option changes and any key can be set on the
-    command line."""
+    for ``backbone``, ``callbacks``, ``data``, ``eval``, ``head``, ``logger``, ``model``, ``optim``, ``paths`` and
+    ``trainer`` (every ``lightning.Trainer`` argument at its default), so that their YAML holds only what an
+    option changes and any key can be set on the command line."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for group, node in (
         ("backbone", BackboneConfig),
         ("callbacks", CallbacksConfig),
+        ("data", DataConfig),
         ("eval", EvalConfig),
         ("head", HeadConfig),
         ("logger", LoggerConfig),
         ("model", ModelConfig),
         ("optim", OptimConfig),
+        ("paths", PathsConfig),
         ("trainer", TrainerConfig),
     ):
         store.store(group=group, name="schema", node=node)

@@ -87,6 +87,12 @@ def _label_lookup(label_to_cat_id: Sequence[int] | Tensor | np.ndarray) -> np.nd
     return np.asarray(label_to_cat_id, dtype=np.int64)
 
 
+def top_detections(scores: Tensor, max_dets: int) -> Tensor:
+    """Indices of the ``max_dets`` highest ``scores``, highest first (ties in input order): the
+    detections, and their order, that :func:`make_record` keeps."""
+    return torch.argsort(scores, descending=True, stable=True)[: min(int(scores.shape[0]), max_dets)]
+
+
 def make_record(
     output: dict[str, Tensor],
     image_id: int,
@@ -117,8 +123,7 @@ def make_record(
         The record; ``mask_ious`` is clamped to [0, 1] (the mask score of paper Sec. 3.2, Inference) or None if absent.
     """
     scores = output["scores"]
-    k = min(int(scores.shape[0]), max_dets)
-    order = torch.argsort(scores, descending=True, stable=True)[:k]
+    order = top_detections(scores, max_dets)
     labels = output["labels"][order].cpu().numpy().astype(np.int64)
     lookup = _label_lookup(label_to_cat_id)
     if labels.size and (labels.min() < 1 or labels.max() >= len(lookup)):

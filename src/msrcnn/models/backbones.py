@@ -205,6 +205,19 @@ def _freeze(model: nn.Module, trainable_layers: int) -> None:
             param.requires_grad_(False)
 
 
+def backbone_defaults(
+    pretrained: str | None, norm: str | None, trainable_layers: int | None
+) -> tuple[str, int]:
+    """``(norm, trainable_layers)`` with their defaults resolved, the one statement of the rule: over
+    pretrained weights FrozenBN and 3 trainable stages (torchvision's), from scratch BN and all 5.
+    The training app stores the resolved values in the run config, so a checkpoint rebuilds the
+    same modules without reading ``pretrained`` again."""
+    return (
+        norm or ("frozen_bn" if pretrained else "bn"),
+        (3 if pretrained else 5) if trainable_layers is None else trainable_layers,
+    )
+
+
 def build_backbone(
     name: str,
     *,
@@ -240,9 +253,7 @@ def build_backbone(
     if name not in BACKBONES:
         raise ValueError(f"backbone={name!r} is not valid; expected one of {', '.join(BACKBONES)}")
     depth = _DEPTHS[name.split("_")[0]]
-    norm = norm or ("frozen_bn" if pretrained else "bn")
-    if trainable_layers is None:
-        trainable_layers = 3 if pretrained else 5
+    norm, trainable_layers = backbone_defaults(pretrained, norm, trainable_layers)
     if width < 8:
         raise ValueError(f"backbone.width={width} must be at least 8")
     if pretrained and width != 64:

@@ -176,14 +176,16 @@ def model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
 
 def inference_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     """:func:`model_kwargs` for rebuilding a trained model: ``backbone.pretrained`` is not read
-    again (the weights come from the checkpoint), but the normalisation it implied is kept, so
-    that the state dict fits."""
+    again (the weights come from the checkpoint). A run config records the backbone's resolved
+    ``norm`` and ``trainable_layers``; for an older one that left them null they are resolved from
+    ``pretrained`` by :func:`~msrcnn.models.backbones.backbone_defaults`, so that the state dict fits."""
+    from msrcnn.models.backbones import backbone_defaults
+
     kwargs = model_kwargs(config)
     backbone = kwargs["backbone"]
-    if backbone.get("pretrained"):
-        backbone["norm"] = backbone.get("norm") or "frozen_bn"
-        if backbone.get("trainable_layers") is None:
-            backbone["trainable_layers"] = 3
+    backbone["norm"], backbone["trainable_layers"] = backbone_defaults(
+        backbone.get("pretrained"), backbone.get("norm"), backbone.get("trainable_layers")
+    )
     backbone["pretrained"] = None
     return kwargs
 
