@@ -101,8 +101,11 @@ class Prediction:
 
     def to_coco(self, image_id: int) -> list[dict[str, Any]]:
         """COCO results of this image (``loadRes`` format, plain Python): ``bbox`` ``[x, y, w, h]``, RLE
-        ``segmentation``, ``score`` = the mask score, plus ``class_score``, ``mask_iou``, ``mask_score``."""
+        ``segmentation`` and its ``area``, ``score`` = the mask score, plus ``class_score``,
+        ``mask_iou``, ``mask_score``. The one conversion of detections to COCO (``src/predict.py``
+        writes these, with ids)."""
         rles = self.encoded_masks()
+        areas = mask_utils.area([dict(r, counts=r["counts"].encode("ascii")) for r in rles]) if rles else []
         out = []
         for k in range(len(self)):
             x0, y0, x1, y1 = (float(v) for v in self.boxes[k])
@@ -117,6 +120,7 @@ class Prediction:
             }
             if rles:
                 ann["segmentation"] = rles[k]
+                ann["area"] = float(areas[k])
             out.append(ann)
         return out
 
@@ -318,7 +322,7 @@ class Predictor:
         sources = [str(i) if isinstance(i, (str, os.PathLike)) else None for i in items]
         if rle:
             return [
-                self._prediction(record, size, rles=record.rles or [], source=source)
+                self.prediction(record, size, source)
                 for (record, size), source in zip(self.records(items), sources)
             ]
         # masks as arrays: pasted at image size and binarised on the model's device (no RLE round trip)
@@ -379,6 +383,12 @@ class Predictor:
         ok = record.scores[order] >= self.score_threshold
         ok &= record.mask_scores[order] >= self.min_mask_score
         return order[ok]
+
+    def prediction(
+        self, record: DetectionRecord, size: tuple[int, int], source: str | None = None
+    ) -> Prediction:
+        """The :class:`Prediction` of one of :meth:`records`'s ``(record, size)`` (masks as its RLEs)."""
+        return self._prediction(record, size, rles=record.rles or [], source=source)
 
     def _prediction(
         self,

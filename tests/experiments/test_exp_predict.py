@@ -54,7 +54,7 @@ def test_predict_writes_coco_json_with_the_three_scores_and_overlays(checkpoint,
         assert a["category_id"] in {i for i, _ in SHAPES_CATEGORIES}
         assert 0.0 <= a["mask_iou"] <= 1.0 and abs(a["mask_score"] - a["class_score"] * a["mask_iou"]) < 1e-5
         assert a["score"] == a["mask_score"] and len(a["bbox"]) == 4 and a["area"] >= 0
-        assert set(a["segmentation"]) == {"size", "counts"}
+        assert set(a["segmentation"]) == {"size", "counts"} and a["iscrowd"] == 0
     assert max(per_image.values()) <= 5
     overlays = sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir())
     assert overlays == ["a.png", "b.png", "c.png"]
@@ -185,6 +185,7 @@ def test_prediction_converts_to_coco_and_json_and_draws_itself(checkpoint, image
             [dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode())]
         )
         assert np.array_equal(decoded[..., 0].astype(bool), pred.masks[k])
+        assert ann["area"] == pred.masks[k].sum()
     plain = json.loads(pred.to_json())
     assert plain == pred.to_dict() and plain["category_ids"] == pred.category_ids.tolist()
     assert plain["mask_scores"] == pytest.approx(pred.mask_scores.tolist())

@@ -25,16 +25,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from faster_coco_eval.core import mask as mask_utils
 from omegaconf import MISSING, DictConfig
 from PIL import Image
 
 from msrcnn.config import validate
 from msrcnn.data import DataError
-from msrcnn.evaluation import DetectionRecord, write_json_atomic
+from msrcnn.evaluation import write_json_atomic
 from msrcnn.evaluation.plots import draw_detections, figure_to_array
 from msrcnn.predictor import PRECISIONS, SORT_KEYS, Predictor, to_image_tensor
 
@@ -92,36 +90,6 @@ def list_images(spec: str | Path) -> list[Path]:
     )
 
 
-def record_annotations(record: DetectionRecord, first_id: int = 1) -> list[dict[str, Any]]:
-    """COCO annotations of one image's detections, with the three scores."""
-    anns = []
-    areas = (
-        mask_utils.area([dict(r, counts=r["counts"].encode("ascii")) for r in record.rles])
-        if record.rles
-        else []
-    )
-    for k in range(len(record)):
-        x0, y0, x1, y1 = (float(v) for v in record.boxes[k])
-        mask_iou = None if record.mask_ious is None else float(record.mask_ious[k])
-        mask_score = float(record.mask_scores[k])
-        ann = {
-            "id": first_id + k,
-            "image_id": record.image_id,
-            "category_id": int(record.labels[k]),
-            "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-            "score": mask_score,
-            "class_score": float(record.scores[k]),
-            "mask_iou": mask_iou,
-            "mask_score": mask_score,
-            "iscrowd": 0,
-        }
-        if record.rles is not None:
-            ann["segmentation"] = record.rles[k]
-            ann["area"] = float(areas[k])
-        anns.append(ann)
-    return anns
-
-
 def predict(cfg: DictConfig) -> Path:
     """Runs the checkpoint on ``cfg.input``; returns the path of ``predictions.json``.
 
@@ -170,7 +138,7 @@ def predict(cfg: DictConfig) -> Path:
             except (ValueError, FileNotFoundError) as err:
                 skipped.append(str(path))
                 print(f"skipped: {err}", file=sys.stderr, flush=True)
-        for (image_id, path, image), (record, _) in zip(
+        for (image_id, path, image), (record, size) in zip(
             batch, predictor.records([t for _, _, t in batch], first_image_id=1)
         ):
             record.image_id = image_id
@@ -182,7 +150,10 @@ def predict(cfg: DictConfig) -> Path:
                     "width": int(image.shape[2]),
                 }
             )
-            annotations += record_annotations(record, first_id=len(annotations) + 1)
+            annotations += [  # a COCO annotations file: ids, and no crowd regions
+                {"id": len(annotations) + k, **ann, "iscrowd": 0}
+                for k, ann in enumerate(predictor.prediction(record, size).to_coco(image_id), start=1)
+            ]
             if cfg.render:
                 name = path.stem if path.stem not in used_names else f"{path.stem}_{image_id}"
                 used_names.add(name)
