@@ -6,17 +6,13 @@ scores (``msrcnn/export.py``), and checks it against the eager model. Other sett
 ``image=a.jpg`` (the image to trace and check with), ``opset=17``, ``check=false``.
 """
 
-import os
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
-os.environ.setdefault("GOMP_SPINCOUNT", "200000")  # see src/predict.py
-
-import hydra  # noqa: E402
-from hydra.core.config_store import ConfigStore  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from msrcnn.app.errors import report_user_errors  # noqa: E402
-from msrcnn.app.export import export  # noqa: E402
-from msrcnn.config.schema import ExportAppConfig  # noqa: E402
+from msrcnn.app.errors import report_user_errors  # importing msrcnn.app bounds GOMP_SPINCOUNT first
+from msrcnn.app.export import export
+from msrcnn.config.schema import ExportAppConfig
 
 # The schema's fields with their defaults; Hydra's own files (config, log) go to outputs/export/<date>.
 _DEFAULTS = OmegaConf.to_container(OmegaConf.structured(ExportAppConfig))

@@ -16,6 +16,7 @@ from msrcnn.app.builders import build_callbacks, build_datamodule, build_detecto
 from msrcnn.app.errors import report_last_checkpoint
 from msrcnn.app.float32_precision import set_float32_matmul_precision
 from msrcnn.app.input_size import apply_auto_input_size
+from msrcnn.app.reference import format_reference
 from msrcnn.app.summary import format_results_table
 from msrcnn.app.wandb_runs import wandb_job
 from msrcnn.config import to_plain, validate
@@ -181,5 +182,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         }
         path = write_results(results, evaluator, output_dir, extra)
         print("\n" + format_results_table(results), flush=True)
+        if cfg.reference is not None:  # where this run falls in the preset's measured spread
+            print(format_reference(to_plain(cfg.reference), results, training["steps_run"]), flush=True)
         print(f"run directory: {output_dir}" + (f"\nresults: {path}" if path else ""), flush=True)
     return results

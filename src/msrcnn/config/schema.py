@@ -246,6 +246,26 @@ class EvalConfig:
 
 
 @dataclass
+class ReferencePointConfig:
+    """A preset's results over seeds at one run length: ``[mean, sd]`` of each figure."""
+
+    steps: int = MISSING  # training steps of the measured runs
+    seeds: int = MISSING  # how many seeds the mean and sd are over
+    mask_ap: list[float] = MISSING  # mask AP under the mask score (class x MaskIoU)
+    gain: list[float] = MISSING  # mask AP gain of the mask score over the class score
+    pearson: list[float] = MISSING  # MaskIoU Pearson r (predicted vs GT, top-100 per image)
+
+
+@dataclass
+class ReferenceConfig:
+    """``msrcnn.app.reference.format_reference``: a preset's measured spread, which the training app
+    places each run in (make train's last lines)."""
+
+    source: str = MISSING  # where the numbers are published (shown to the user)
+    points: list[ReferencePointConfig] = field(default_factory=list)  # one per measured run length
+
+
+@dataclass
 class PathsConfig:
     root_dir: str = MISSING
     data_dir: str = MISSING
@@ -271,6 +291,7 @@ class Config:
     float32_matmul_precision: str = (
         "high"  # CUDA: high/medium = TF32 matmuls and convolutions; highest = none
     )
+    reference: Optional[ReferenceConfig] = None  # a preset's measured spread: the last lines place the run in it
 
 
 class Split(str, Enum):
