@@ -18,7 +18,9 @@ def results(mask_ap, cls_ap, pearson):
 
 
 def test_run_metrics_reads_mask_ap_gain_and_pearson():
-    assert run_metrics(results(40.2, 38.8, 0.54)) == pytest.approx({"mask_ap": 40.2, "gain": 1.4, "pearson": 0.54})
+    assert run_metrics(results(40.2, 38.8, 0.54)) == pytest.approx(
+        {"mask_ap": 40.2, "gain": 1.4, "pearson": 0.54}
+    )
     assert run_metrics({"segm": {"AP": 1.0}}) == {"mask_ap": 1.0, "gain": None, "pearson": None}
 
 

@@ -33,7 +33,9 @@ def run_metrics(results: Mapping[str, Any]) -> dict[str, float | None]:
     }
 
 
-def expected_at(points: Sequence[Mapping[str, Any]], steps: int) -> tuple[dict[str, tuple[float, float]], str]:
+def expected_at(
+    points: Sequence[Mapping[str, Any]], steps: int
+) -> tuple[dict[str, tuple[float, float]], str]:
     """``{metric: (mean, sd)}`` expected after ``steps`` training steps, and how it was obtained:
     the reference point of that length, the nearest one outside the measured lengths, or a linear
     interpolation of mean and sd between the two measured lengths around ``steps``."""

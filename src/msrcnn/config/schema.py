@@ -291,7 +291,9 @@ class Config:
     float32_matmul_precision: str = (
         "high"  # CUDA: high/medium = TF32 matmuls and convolutions; highest = none
     )
-    reference: Optional[ReferenceConfig] = None  # a preset's measured spread: the last lines place the run in it
+    reference: Optional[ReferenceConfig] = (
+        None  # a preset's measured spread: the last lines place the run in it
+    )
 
 
 class Split(str, Enum):
