@@ -45,6 +45,9 @@ def test_train_script_writes_checkpoints_results_and_detections(trained_run):
         assert abs(det["score"] - det["class_score"] * det["mask_iou"]) < 1e-5
     assert max(per_image.values()) <= 100
     assert "mask, MS R-CNN" in proc.stdout and "Pearson" in proc.stdout
+    # the demo preset's measured spread, at the nearest measured length to the run's 2 steps
+    assert "compared with this preset's measured spread (3 seeds at 1,100 steps, the nearest" in proc.stdout
+    assert proc.stdout.count("expected ") == 3 and "this run (2 steps) is " in proc.stdout
 
 
 def test_eval_script_reproduces_the_final_evaluation(trained_run, tmp_path, shapes_dir):
