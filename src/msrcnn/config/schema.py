@@ -335,16 +335,16 @@ class ExportAppConfig:
 
 def register_schemas() -> None:
     """Registers the schemas that ``conf/`` groups compose onto (Hydra's ConfigStore): ``<group>/schema``
-    for ``backbone``, ``callbacks``, ``data``, ``eval``, ``head``, ``logger``, ``model``, ``optim``, ``paths`` and
+    for ``backbone``, ``callbacks``, ``eval``, ``head``, ``logger``, ``model``, ``optim``, ``paths`` and
     ``trainer`` (every ``lightning.Trainer`` argument at its default), so that their YAML holds only what an
-    option changes and any key can be set on the command line."""
+    option changes and any key can be set on the command line. ``data`` is checked after composition (validate), so that a bad value in one job of a
+    ``-m`` sweep fails that job only."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for group, node in (
         ("backbone", BackboneConfig),
         ("callbacks", CallbacksConfig),
-        ("data", DataConfig),
         ("eval", EvalConfig),
         ("head", HeadConfig),
         ("logger", LoggerConfig),
