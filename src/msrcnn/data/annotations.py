@@ -137,15 +137,21 @@ def load_annotation_file(ann_file: str | os.PathLike[str], required_keys: Sequen
     return data
 
 
+def _check_entry(entry: Any, list_name: str, index: int, keys: Any, source: str) -> None:
+    """An entry of the file's ``images`` or ``annotations`` list is an object with every key in ``keys``."""
+    if not isinstance(entry, dict):
+        raise DataError(f"{source}: {list_name}[{index}] is not an object")
+    missing = [key for key in keys if key not in entry]
+    if missing:
+        what = "image" if list_name == "images" else "annotation"
+        raise DataError(f"{source}: {list_name}[{index}] ({what} id {entry.get('id')}) lacks {missing}")
+
+
 def parse_images(images: list[Any], source: str) -> dict[int, dict[str, Any]]:
     """Validate the ``images`` list into records keyed by image id (annotations filled in later)."""
     records: dict[int, dict[str, Any]] = {}
     for index, image in enumerate(images):
-        if not isinstance(image, dict):
-            raise DataError(f"{source}: images[{index}] is not an object")
-        missing = [key for key in _IMAGE_KEYS if key not in image]
-        if missing:
-            raise DataError(f"{source}: images[{index}] (image id {image.get('id')}) lacks {missing}")
+        _check_entry(image, "images", index, _IMAGE_KEYS, source)
         image_id, width, height = image["id"], image["width"], image["height"]
         if not _is_int(image_id):
             raise DataError(f"{source}: images[{index}] has a non-integer id {image_id!r}")
@@ -241,11 +247,7 @@ def parse_annotations(
     """
     seen: set[int] = set()
     for index, ann in enumerate(annotations):
-        if not isinstance(ann, dict):
-            raise DataError(f"{source}: annotations[{index}] is not an object")
-        missing = [key for key in _ANNOTATION_KEYS if key not in ann]
-        if missing:
-            raise DataError(f"{source}: annotations[{index}] (annotation id {ann.get('id')}) lacks {missing}")
+        _check_entry(ann, "annotations", index, _ANNOTATION_KEYS, source)
         ann_id, image_id, cat_id = ann["id"], ann["image_id"], ann["category_id"]
         where = f"{source}: annotation id {ann_id}"
         if ann_id in seen:
