@@ -80,6 +80,7 @@ SOFT_NMS = {
 HEAD = {
     "input": ("concat_all", lambda m: m.roi_heads.maskiou_head.input),
     "target": ("all_classes", lambda m: m.roi_heads.maskiou_cfg.target),
+    "samples": ("detections", lambda m: m.roi_heads.maskiou_cfg.samples),
     "tau": (0.25, lambda m: m.roi_heads.maskiou_cfg.tau),
     "loss_weight": (0.5, lambda m: m.roi_heads.maskiou_cfg.loss_weight),
     "conv_channels": (12, lambda m: _convs(m.roi_heads.maskiou_head.convs)[0].out_channels),

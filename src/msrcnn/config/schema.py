@@ -18,7 +18,7 @@ from omegaconf import MISSING
 from msrcnn.config.trainer import TrainerConfig
 from msrcnn.models.backbones import BACKBONES, NORMS
 from msrcnn.models.factory import BOX_HEADS
-from msrcnn.models.maskiou import INPUT_DESIGNS, TRAIN_TARGETS
+from msrcnn.models.maskiou import INPUT_DESIGNS, TRAIN_SAMPLES, TRAIN_TARGETS
 from msrcnn.models.roi_heads import MaskIoUConfig, SoftNMSConfig
 from msrcnn.ops.soft_nms import SOFT_NMS_METHODS
 
@@ -42,6 +42,11 @@ InputDesign = Enum(
 
 TrainTarget = Enum(
     "TrainTarget", {name: name for name in TRAIN_TARGETS}, type=str
+)  # choices defined in the code
+
+
+TrainSamples = Enum(
+    "TrainSamples", {name: name for name in TRAIN_SAMPLES}, type=str
 )  # choices defined in the code
 
 
@@ -110,7 +115,7 @@ def _schema_of(code: type, name: str, enums: dict[str, type[Enum]], lead: list |
 HeadConfig = _schema_of(
     MaskIoUConfig,
     "HeadConfig",
-    {"input": InputDesign, "target": TrainTarget},
+    {"input": InputDesign, "target": TrainTarget, "samples": TrainSamples},
     lead=[("name", HeadName, field(default=HeadName.maskiou))],  # maskiou | none (no head)
 )
 SoftNMSGroupConfig = _schema_of(SoftNMSConfig, "SoftNMSGroupConfig", {"method": SoftNMSMethod})

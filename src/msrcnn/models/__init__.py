@@ -6,6 +6,7 @@ from msrcnn.models.factory import build_model
 from msrcnn.models.mask_scoring_rcnn import MaskScoringRCNN
 from msrcnn.models.maskiou import (
     INPUT_DESIGNS,
+    TRAIN_SAMPLES,
     TRAIN_TARGETS,
     MaskIoUHead,
     mask_iou_targets,
@@ -16,6 +17,7 @@ from msrcnn.models.roi_heads import MaskScoringRoIHeads
 __all__ = [
     "BACKBONES",
     "INPUT_DESIGNS",
+    "TRAIN_SAMPLES",
     "TRAIN_TARGETS",
     "BackboneSpec",
     "CheckpointError",

@@ -29,12 +29,13 @@ class MaskScoringRCNN(MaskRCNN):
 
     Args:
         head: the MaskIoU head, a :class:`~msrcnn.models.roi_heads.MaskIoUConfig` or a mapping of
-            its fields (the config group ``head``: ``input``, ``target``, ``tau``, ``loss_weight``,
+            its fields (the config group ``head``: ``input``, ``target``, ``samples``, ``tau``, ``loss_weight``,
             ``conv_channels``, ``num_convs``, ``fc_dim``, ``detach_inputs``); ``None`` gives a plain
             Mask R-CNN that still supports Soft-NMS, the paper's baseline.
             ``input``: one of ``concat``, ``multiply``, ``concat_all``, ``concat_highres`` (paper
             Table 4); ``target``: one of ``target_class``, ``all_classes``, ``positive_classes``
-            (paper Table 5); ``tau``: train only on RoIs whose target MaskIoU is greater than tau
+            (paper Table 5); ``samples``: ``positives`` (the paper) or ``detections`` (also the
+            background RoIs the box head scores highest, see ``MaskIoUConfig``); ``tau``: train only on RoIs whose target MaskIoU is greater than tau
             (paper Table 6; at tau = 0 a RoI whose target is exactly 0, e.g. an empty predicted mask,
             is left out); ``detach_inputs``: stop the MaskIoU loss from reaching the mask head and
             backbone (the reference code does not detach; default False).

@@ -17,9 +17,13 @@ from torchvision.ops import roi_align
 
 InputDesign = Literal["concat", "multiply", "concat_all", "concat_highres"]
 TrainTarget = Literal["target_class", "all_classes", "positive_classes"]
+# positives: the paper's training samples (positive RoIs only); detections: also the background RoIs the box
+# head scores highest, i.e. the false positives and part-boxes the head must score at test time.
+TrainSamples = Literal["positives", "detections"]
 # The valid choices, defined once (the config schema reads them from here).
 INPUT_DESIGNS: tuple[str, ...] = typing.get_args(InputDesign)
 TRAIN_TARGETS: tuple[str, ...] = typing.get_args(TrainTarget)
+TRAIN_SAMPLES: tuple[str, ...] = typing.get_args(TrainSamples)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -161,6 +165,60 @@ def present_class_targets(
     targets[roi_idx, cls] = values
     valid[roi_idx, cls] = True
     return targets, valid
+
+
+def detection_like_negatives(class_logits: Tensor, labels: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """The ``count`` background RoIs of one image that the box head scores highest, and their classes.
+
+    Args:
+        class_logits: ``[N, C]`` box-head logits of the image's sampled RoIs (background is class 0).
+        labels: ``[N]`` their training labels (0: background, box IoU < 0.5 with every object).
+        count: how many to return; at most the number of background RoIs (a host-side int: no sync).
+
+    Returns:
+        ``(index, classes)``, both ``[count]``: the RoIs ranked by their best foreground probability
+        (the ones that would survive as detections at test time: false positives and boxes on part of an
+        object) and the foreground class each would be detected as. No gradient.
+    """
+    with torch.no_grad():
+        score, classes = class_logits.float().softmax(-1)[:, 1:].max(1)
+        score = score.masked_fill(labels > 0, -1.0)
+        index = score.topk(count).indices
+        return index, classes[index] + 1
+
+
+def best_instance_of_class(
+    boxes: Tensor, classes: Tensor, gt_boxes: Tensor, gt_labels: Tensor
+) -> tuple[Tensor, Tensor]:
+    """For each box, the GT instance of its class that it overlaps most (box IoU), and whether there is one.
+
+    Returns ``(idx, found)``, both ``[N]``; ``found`` is False where no instance of the box's class
+    overlaps it (IoU > 0), and ``idx`` is then 0 (any index: the caller zeroes such targets).
+    """
+    n = boxes.shape[0]
+    if gt_boxes.shape[0] == 0:
+        zeros = torch.zeros((n,), dtype=torch.int64, device=boxes.device)
+        return zeros, zeros.bool()
+    iou = box_ops.box_iou(boxes.float(), gt_boxes.float())
+    iou = iou.masked_fill(gt_labels[None, :] != classes[:, None], -1.0)
+    best, idx = iou.max(1)
+    return idx, best > 0
+
+
+def negative_targets(
+    mask_logits: Tensor, boxes: Tensor, classes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_masks: Tensor
+) -> Tensor:
+    """MaskIoU targets of RoIs that are not matched to an object (``samples=detections``).
+
+    Each RoI is scored as a detection of ``classes[n]``: the target is the IoU of its binarised mask of
+    that class (``mask_logits`` ``[N, M, M]``) with the *whole* GT instance of that class it overlaps most
+    (the area ratio of :func:`mask_iou_targets_matched`: a box on part of an object gets the IoU with the
+    whole object), 0 where it overlaps no instance of that class (a false positive). Detached.
+    """
+    idx, found = best_instance_of_class(boxes, classes, gt_boxes, gt_labels)
+    if gt_masks.shape[0] == 0:
+        return mask_logits.new_zeros((boxes.shape[0],), dtype=torch.float32)
+    return mask_iou_targets_matched(mask_logits, boxes, gt_masks, idx) * found
 
 
 def maskiou_loss(

@@ -18,13 +18,17 @@ from torchvision.ops import boxes as box_ops
 
 from msrcnn.models.maskiou import (
     INPUT_DESIGNS,
+    TRAIN_SAMPLES,
     TRAIN_TARGETS,
     InputDesign,
     MaskIoUHead,
+    TrainSamples,
     TrainTarget,
     _check_choice,
+    detection_like_negatives,
     mask_iou_targets_matched,
     maskiou_loss,
+    negative_targets,
     present_class_targets,
     used_masks,
 )
@@ -54,11 +58,18 @@ class MaskIoUConfig:
 
     ``input`` (paper Table 4), ``conv_channels``, ``num_convs`` and ``fc_dim`` build the
     :class:`~msrcnn.models.maskiou.MaskIoUHead`; ``target`` (Table 5), ``tau`` (Table 6, strictly
-    greater), ``loss_weight`` and ``detach_inputs`` set its training.
+    greater), ``loss_weight`` and ``detach_inputs`` set its training. ``samples`` (beyond the paper):
+    ``positives`` trains on the positive RoIs as the paper does; ``detections`` adds, per image, as many
+    background RoIs as it has positives, those the box head scores highest (the false positives and
+    part-boxes the head must score at test time), each on the channel of the class it would be detected
+    as, with the IoU of its mask with the whole instance of that class it overlaps most as the target (0
+    where none; :func:`~msrcnn.models.maskiou.negative_targets`). Their inputs are always detached, ``tau``
+    filters the positives only, and the loss is normalised by all samples.
     """
 
     input: InputDesign = "concat"
     target: TrainTarget = "target_class"
+    samples: TrainSamples = "positives"
     tau: float = 0.0
     loss_weight: float = 1.0
     conv_channels: int = 256
@@ -69,6 +80,7 @@ class MaskIoUConfig:
     def __post_init__(self) -> None:
         _check_choice("input", self.input, INPUT_DESIGNS)
         _check_choice("target", self.target, TRAIN_TARGETS)
+        _check_choice("samples", self.samples, TRAIN_SAMPLES)
         if not 0.0 <= self.tau < 1.0:
             raise ValueError(f"tau={self.tau} must be in [0, 1)")
 
@@ -268,6 +280,11 @@ class MaskScoringRoIHeads(RoIHeads):
                 [i for _, i in used],
             )
             if self.maskiou_head is not None:
+                negatives = None
+                if self.maskiou_cfg.samples == "detections":
+                    negatives = self._negative_samples(
+                        features, class_logits, labels, proposals, pos, image_shapes, targets
+                    )
                 losses["loss_maskiou"] = self._maskiou_loss(
                     features,
                     roi_features,
@@ -276,6 +293,7 @@ class MaskScoringRoIHeads(RoIHeads):
                     image_shapes,
                     targets,
                     pos_matched_idxs,
+                    negatives,
                 )
         else:
             det_labels = [r["labels"] for r in result]
@@ -299,10 +317,52 @@ class MaskScoringRoIHeads(RoIHeads):
             return None
         return self.maskiou_roi_pool(features, proposals, image_shapes)
 
+    def _negative_samples(self, features, class_logits, labels, proposals, pos, image_shapes, targets):
+        """``samples=detections``: the head's inputs, classes and targets for the background RoIs that the box
+        head scores highest, as many per image as it has positives (no gradient: they train the head only).
+
+        Returns ``(head_input, mask_logits, classes, targets)`` for all images, or None when there are none.
+        """
+        per_image = [lab.shape[0] for lab in labels]
+        # host-side counts: the positives' shapes are known after positive_indices, no sync
+        counts = [min(p.shape[0], n - p.shape[0]) for p, n in zip(pos, per_image)]
+        if sum(counts) == 0:
+            return None
+        picked = [
+            detection_like_negatives(logits, lab, k)
+            for logits, lab, k in zip(class_logits.split(per_image), labels, counts)
+        ]
+        boxes = [p[i] for p, (i, _) in zip(proposals, picked)]
+        with torch.no_grad():
+            # A normalisation layer of the mask head in training mode normalises these RoIs with their
+            # own statistics (and its running statistics see them, as they see detections at test time).
+            roi_features = self.mask_roi_pool(features, boxes, image_shapes)
+            mask_logits = self.mask_predictor(self.mask_head(roi_features)).float()
+            hr = self._highres_features(features, boxes, image_shapes)
+            head_input = roi_features if hr is None else hr
+            classes = torch.cat([c for _, c in picked])
+            class_logits_ = mask_logits[torch.arange(classes.shape[0], device=classes.device), classes]
+            values = torch.cat(
+                [
+                    negative_targets(lg, b, c, t["boxes"], t["labels"], t["masks"])
+                    for lg, b, (_, c), t in zip(class_logits_.split(counts), boxes, picked, targets)
+                ]
+            )
+        return head_input, mask_logits, classes, values
+
     def _maskiou_loss(
-        self, features, roi_features, mask_logits, proposals, image_shapes, targets, matched_idxs
+        self,
+        features,
+        roi_features,
+        mask_logits,
+        proposals,
+        image_shapes,
+        targets,
+        matched_idxs,
+        negatives=None,
     ):
-        """MaskIoU targets for the positive RoIs, the tau filter and the L2 loss (paper Sec. 3.2; tau: Table 6)."""
+        """MaskIoU targets for the positive RoIs, the tau filter and the L2 loss (paper Sec. 3.2; tau: Table 6),
+        plus the ``samples=detections`` RoIs (``negatives``, from :meth:`_negative_samples`) when given."""
         cfg = self.maskiou_cfg
         gt_labels = torch.cat([t["labels"][i] for t, i in zip(targets, matched_idxs)])
         num_classes = mask_logits.shape[1]
@@ -336,5 +396,19 @@ class MaskScoringRoIHeads(RoIHeads):
         if cfg.detach_inputs:  # every input of the head: the loss trains the MaskIoU head only
             roi_features, mask_logits = roi_features.detach(), mask_logits.detach()
             hr = None if hr is None else hr.detach()
-        pred = self.maskiou_head(roi_features if hr is None else hr, mask_logits, gt_labels).float()
-        return maskiou_loss(pred, targets_nc, weights, keep.sum(), cfg.loss_weight)
+        head_input, num_samples = (roi_features if hr is None else hr), keep.sum()
+        if negatives is not None:  # one head call for both kinds of samples
+            neg_input, neg_logits, neg_classes, neg_values = negatives
+            rows = torch.arange(neg_classes.shape[0], device=neg_classes.device)
+            neg_targets = torch.zeros((rows.shape[0], num_classes), device=neg_values.device)
+            neg_weights = torch.zeros_like(neg_targets)
+            neg_targets[rows, neg_classes] = neg_values
+            neg_weights[rows, neg_classes] = 1.0
+            head_input = torch.cat([head_input, neg_input])
+            mask_logits = torch.cat([mask_logits, neg_logits])
+            gt_labels = torch.cat([gt_labels, neg_classes])
+            targets_nc = torch.cat([targets_nc, neg_targets])
+            weights = torch.cat([weights, neg_weights])
+            num_samples = num_samples + rows.shape[0]
+        pred = self.maskiou_head(head_input, mask_logits, gt_labels).float()
+        return maskiou_loss(pred, targets_nc, weights, num_samples, cfg.loss_weight)
