@@ -309,6 +309,61 @@ def bench_train_step(
     }
 
 
+def bench_train_step_samples(
+    size: tuple[int, int],
+    batch: int,
+    num_gt: int,
+    repeats: int,
+    warmup: int,
+    model_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The training step with ``head.samples=detections`` against the paper's ``positives`` (same weights,
+    same sampled RoIs): the time ratio and its FLOP bound (the extra RoIs through the mask head, forward
+    only, and through the MaskIoU head, forward and backward)."""
+    kwargs = {"min_size": min(size), "max_size": max(size), **(model_kwargs or {})}
+    models = {}
+    for samples in ("positives", "detections"):
+        torch.manual_seed(0)
+        models[samples] = build_model(
+            backbone="r18_fpn", num_classes=NUM_CLASSES, head={"samples": samples}, **kwargs
+        ).train()
+    images, targets = synthetic_targets(batch, *size, num_gt=num_gt, seed=2)
+
+    def make_step(model: torch.nn.Module):
+        opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=1e-4)
+        calls = [0]
+
+        def step():
+            torch.manual_seed(1000 + calls[0])  # both models sample the same RoIs in round k
+            calls[0] += 1
+            loss = sum(model(images, targets).values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step
+
+    def forward_backward(model):
+        torch.manual_seed(999)
+        sum(model(images, targets).values()).backward()
+        model.zero_grad(set_to_none=True)
+
+    flops = {k: count_flops(lambda m=m: forward_backward(m))[0] for k, m in models.items()}
+    timings = compare({k: make_step(m) for k, m in models.items()}, repeats, warmup)
+    bound = flops["detections"] / flops["positives"]
+    ratio = paired_ratio(timings["detections"], timings["positives"])
+    return {
+        "image_size": list(size),
+        "batch": batch,
+        "detections_s": timings["detections"]["median_s"],
+        "positives_s": timings["positives"]["median_s"],
+        "time_ratio": ratio,
+        "flop_bound": bound,
+        "ratio_over_bound": ratio / bound,
+        "timings": timings,
+    }
+
+
 # --------------------------------------------------------------------------- MaskIoU targets
 def bench_maskiou_targets(
     num_rois: int, num_gt: int, size: tuple[int, int], repeats: int, warmup: int
