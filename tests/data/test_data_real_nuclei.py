@@ -1,6 +1,7 @@
 """Real data end to end: the DSB2018 nuclei image shipped by the ``stardist`` wheel, converted to COCO
-by ``tools/convert_stardist.py``, trained with ``experiment=custom_cpu`` for a few minutes and
-evaluated on held-out crops (experiments/README.md, "Your own data: real nuclei")."""
+by ``tools/convert_microscopy.py --sources stardist --tile 256 --val-height 256``, trained with
+``experiment=custom_cpu`` for a few minutes and evaluated on held-out crops (experiments/README.md,
+"Your own data: real nuclei")."""
 
 from __future__ import annotations
 
@@ -22,7 +23,16 @@ STEPS = 600
 @pytest.fixture(scope="module")
 def nuclei(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("nuclei")
-    proc = run_script("tools/convert_stardist.py", str(out))
+    proc = run_script(
+        "tools/convert_microscopy.py",
+        str(out),
+        "--sources",
+        "stardist",
+        "--tile",
+        "256",
+        "--val-height",
+        "256",
+    )
     assert "train: 15 images" in proc.stdout and "val: 2 images" in proc.stdout
     return out
 
@@ -41,8 +51,12 @@ def test_conversion_is_valid_coco(nuclei) -> None:
 def test_bad_output_folder_is_one_line(tmp_path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    proc = run_script("tools/convert_stardist.py", str(blocker / "out"), check=False)
-    assert proc.returncode != 0
+    proc = run_script(
+        "tools/convert_microscopy.py", str(blocker / "out"), "--sources", "stardist", check=False
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, (
+        proc.stderr
+    )
 
 
 @pytest.mark.slow
