@@ -23,7 +23,7 @@ the rest (instances cut by the line appear partly in both):
   strips (512 px: 4 of 128 x 128; the 210 px scratch frames: 2 of 105 x 144).
 
 Each instance is a compressed RLE; fragments under ``--min-area`` px at crop borders are left out.
-Run ``python tools/convert_microscopy.py OUT_DIR [--sources stardist,ngio,scratch]``; it writes
+Run ``python tools/convert_microscopy.py OUT_DIR [--sources stardist,ngio,scratch_nuclei,scratch_cells]``; it writes
 ``OUT_DIR/{train,val}.json`` and ``OUT_DIR/images/``, atomically per file, prints a one-line summary,
 and exits 2 with one line when a package or its files are missing or the output cannot be written.
 """
@@ -122,11 +122,11 @@ def load_ngio() -> list[Frame]:
 
 SCRATCH_FILE = "samples/scratch-assay-labeled-10T-2Ch.tiff"
 SCRATCH_T, SCRATCH_SHAPE = 10, (210, 576)
-# (image channel, label channel, category id, name); page index = t + SCRATCH_T * channel
-SCRATCH_CHANNELS = ((0, 2, 1, "nuclei"), (1, 3, 2, "cells"))
+# name -> (image channel, label channel, category id); page index = t + SCRATCH_T * channel
+SCRATCH_CHANNELS = {"nuclei": (0, 2, 1), "cells": (1, 3, 2)}
 
 
-def load_scratch() -> list[Frame]:
+def load_scratch(channels: tuple[str, ...] = tuple(SCRATCH_CHANNELS)) -> list[Frame]:
     path = _file(package_dir("ndev_sampledata", "ndev-sampledata"), SCRATCH_FILE, "ndev-sampledata")
     try:
         with Image.open(path) as tiff:
@@ -148,7 +148,8 @@ def load_scratch() -> list[Frame]:
             category_id,
             432,
         )
-        for image_c, label_c, category_id, name in SCRATCH_CHANNELS
+        for name in channels
+        for image_c, label_c, category_id in [SCRATCH_CHANNELS[name]]
         for t in range(SCRATCH_T)
     ]
 
@@ -156,7 +157,9 @@ def load_scratch() -> list[Frame]:
 SOURCES: dict[str, Callable[[], list[Frame]]] = {
     "stardist": load_stardist,
     "ngio": load_ngio,
-    "scratch": load_scratch,
+    # the nucleus labels of the scratch assay are partial (some nuclei unlabelled): a source of its own
+    "scratch_nuclei": lambda: load_scratch(("nuclei",)),
+    "scratch_cells": lambda: load_scratch(("cells",)),
 }
 
 
