@@ -259,3 +259,18 @@ def test_paired_differences_checks_against_cocoeval():
 )
 def test_verdict(low, high, word):
     assert verdict(low, high) == word
+
+
+def test_wandb_summary_has_the_interval_as_flat_keys():
+    from msrcnn.training.media import summary_metrics
+
+    gt, records = scoring_set(6, 4, informative=lambda i, j: j == 0)
+    result = differences(records, gt)
+    summary = summary_metrics(result)
+    gain = result["mask_scoring_gain"]
+    assert (summary["val/mask_scoring_gain_low"], summary["val/mask_scoring_gain_high"]) == (
+        gain["low"],
+        gain["high"],
+    )
+    assert summary["val/mask_scoring_gain_AP"] == gain["AP"]
+    assert summary["val/oracle_headroom_low"] == result["oracle_headroom"]["low"]
