@@ -25,6 +25,10 @@ difference to the table's baseline (Tables 4-6: the default row; Tables 1 and 2:
 R-CNN; Table 7: MS R-CNN minus the Mask R-CNN column) with its standard error (Welch:
 sqrt(sd_a^2/n_a + sd_b^2/n_b); ``n/a`` with one run on either side), marked ``*`` beyond two
 standard errors. ``--format csv`` gives mean, sd and n, and diff, SE and the mark, as columns of their own.
+
+The mask scoring gain's 95% paired bootstrap interval (``results.json``'s ``mask_scoring_gain``) is a
+column of Tables 4-7: one interval per seed (a mean of the seeds' bounds would be no interval), and
+how many seeds' intervals lie wholly above 0; in csv, the intervals, that count, the count below 0 and n.
 """
 
 from __future__ import annotations
@@ -488,6 +492,49 @@ class Ratio(float):
     """A value printed with three decimals (a correlation), not as a percentage."""
 
 
+GAIN_INTERVAL = "gain 95% interval"
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """The mask scoring gain's 95% paired bootstrap interval of each finished seed, ``(AP, low, high)``
+    per run. Not averaged over seeds (the mean of the bounds is no interval): each seed's interval is
+    listed, with how many lie wholly above 0 (helps) and below 0 (hurts)."""
+
+    values: tuple[tuple[float, float, float], ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def above(self) -> int:
+        return sum(low > 0 for _, low, _ in self.values)
+
+    @property
+    def below(self) -> int:
+        return sum(high < 0 for _, _, high in self.values)
+
+
+def _intervals(group: Group | None, key: str = "mask_scoring_gain") -> Cell:
+    """The group's :class:`Intervals` (``missing`` without a finished run; None when no run has one)."""
+    if group is None or not group.finished:
+        return MISSING
+    values = []
+    for run in group.finished:
+        diff = run.results.get(key)
+        if isinstance(diff, dict) and None not in (diff.get("AP"), diff.get("low"), diff.get("high")):
+            values.append((float(diff["AP"]), float(diff["low"]), float(diff["high"])))
+    return Intervals(tuple(values)) if values else None
+
+
+INTERVAL_NOTE = (
+    f"{GAIN_INTERVAL}: MS R-CNN mask AP minus the same run's class-score ranking (segm_cls), with its "
+    "95% paired bootstrap interval over the evaluated images (1,000 resamples), one per seed; "
+    "'k/n above 0': the seeds whose interval lies wholly above 0 (the gain is clear on that run's images)"
+)
+
+
 def _ours(group: Group | None, key: str, metric: str | None = None, mark: str = "") -> Cell:
     """Our number over the group's finished seeds (a :class:`Stat`): ``missing`` without a finished
     run, None (printed ``-``) when no finished run defines it."""
@@ -633,7 +680,13 @@ def _ablation_table(number: int, runs: Sequence[Run], paper: dict[str, Any]) -> 
         )
         if _float_eq(value, HEAD_DEFAULTS[key]) or str(value) == HEAD_DEFAULTS[key]:
             default_group, default_row = group, len(rows)
-        rows.append([label, *[c for _, k, m in columns for c in (_ours(group, k, m), _paper(numbers, k, m))]])
+        rows.append(
+            [
+                label,
+                *[c for _, k, m in columns for c in (_ours(group, k, m), _paper(numbers, k, m))],
+                _intervals(group),
+            ]
+        )
     baseline = paper.get("ablation_baseline", {}).get("mask_rcnn", {})
     mask_rcnn = b.pick(_mask_rcnn(None), "Mask R-CNN", "r18_fpn")
     default_label = labels.get(str(HEAD_DEFAULTS[key]), str(HEAD_DEFAULTS[key]))
@@ -642,6 +695,7 @@ def _ablation_table(number: int, runs: Sequence[Run], paper: dict[str, Any]) -> 
             [
                 "Mask R-CNN (head=none run)",
                 *[c for _, k, m in columns for c in (_ours(mask_rcnn, k, m), _paper(baseline, k, m))],
+                None,
             ]
         )
     else:
@@ -653,6 +707,7 @@ def _ablation_table(number: int, runs: Sequence[Run], paper: dict[str, Any]) -> 
                     for _, k, m in columns
                     for c in (_ours(default_group, "segm_cls", m), _paper(baseline, k, m))
                 ],
+                None,
             ]
         )
         b.notes.append(
@@ -662,7 +717,8 @@ def _ablation_table(number: int, runs: Sequence[Run], paper: dict[str, Any]) -> 
     ap_default = rows[default_row][1]
     for i, row in enumerate(rows):
         row.append("baseline" if i == default_row else diff_cell(row[1], ap_default))
-    header = [key_label, *_metric_header(columns), _diff_header("AP")]
+    header = [key_label, *_metric_header(columns), GAIN_INTERVAL, _diff_header("AP")]
+    b.notes.append(INTERVAL_NOTE)
     return b.finish(spec["title"], header, rows, legend("AP diff", f"the {default_label} row's"))
 
 
@@ -698,6 +754,7 @@ def _upper_bound_table(runs: Sequence[Run], paper: dict[str, Any]) -> Table:
                 _paper(numbers, "oracle"),
                 _ours(ms, "maskiou_pearson"),
                 _ratio(_paper(pearson, backbone)),
+                _intervals(ms),
                 diff_cell(ms_ap, baseline),
             ]
         )
@@ -706,6 +763,7 @@ def _upper_bound_table(runs: Sequence[Run], paper: dict[str, Any]) -> Table:
             f"{STAND_IN}: no head=none run for this backbone; the class-score ranking (segm_cls) of the "
             "MS R-CNN run stands in for Mask R-CNN"
         )
+    b.notes.append(INTERVAL_NOTE)
     b.notes.append(
         "Pearson r: predicted vs GT MaskIoU over the top-100 detections per image (paper Section 4.4: "
         "about 0.74; IoU-Net's box IoU: "
@@ -721,6 +779,7 @@ def _upper_bound_table(runs: Sequence[Run], paper: dict[str, Any]) -> Table:
         "MS R-CNN + GT MaskIoU AP (paper)",
         "Pearson r",
         "Pearson r (paper)",
+        GAIN_INTERVAL,
         _diff_header("MS R-CNN AP"),
     ]
     return b.finish(spec["title"], header, rows, legend("MS R-CNN AP diff", "the row's Mask R-CNN AP"))
@@ -762,9 +821,19 @@ def build_table(number: int, runs: Sequence[Run], paper: dict[str, Any] | None =
 
 
 # --------------------------------------------------------------------------- output
+def _interval_text(ap: float, low: float, high: float) -> str:
+    return f"{ap:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
 def _text(cell: Cell) -> str:
     if cell is None:
         return "-"
+    if isinstance(cell, Intervals):
+        runs = "; ".join(_interval_text(*v) for v in cell.values)
+        if cell.n == 1:
+            return runs
+        below = f", {cell.below}/{cell.n} below 0" if cell.below else ""
+        return f"{cell.above}/{cell.n} above 0{below}: {runs}"
     if isinstance(cell, Stat):
         digits = 3 if cell.ratio else 1
         spread = f" \u00b1 {cell.sd:.{digits}f}" if cell.sd is not None else ""
@@ -785,6 +854,8 @@ def _csv_columns(table: Table) -> list[tuple[str, str]]:
     for i, name in enumerate(table.header):
         if i < table.label_columns or name.endswith("(paper)"):
             kinds.append((name, "plain"))
+        elif name == GAIN_INTERVAL:
+            kinds.append((name, "interval"))
         elif name.endswith(" diff (SE)"):
             kinds.append((name[: -len(" (SE)")], "diff"))
         else:
@@ -793,6 +864,11 @@ def _csv_columns(table: Table) -> list[tuple[str, str]]:
 
 
 def _csv_cells(cell: Cell, kind: str) -> list[Any]:
+    if kind == "interval":
+        if isinstance(cell, Intervals):
+            runs = ";".join(f"{ap:g} [{low:g}, {high:g}]" for ap, low, high in cell.values)
+            return [runs, cell.above, cell.below, cell.n]
+        return [cell if cell is not None else "", "", "", 0]
     if kind == "stat":
         if isinstance(cell, Stat):
             return [float(cell), "" if cell.sd is None else cell.sd, cell.n]
@@ -816,6 +892,8 @@ def render(table: Table, fmt: str = "md") -> str:
                 header += [name, f"{name} sd", f"{name} n"]
             elif kind == "diff":
                 header += [name, f"{name} SE", f"{name} > {SIGNIFICANT_SE:g} SE"]
+            elif kind == "interval":
+                header += [f"{name} per seed", f"{name} above 0", f"{name} below 0", f"{name} n"]
             else:
                 header.append(name)
         buffer = io.StringIO()

@@ -28,6 +28,21 @@ def check_results_schema(results):
         assert set(results[key]) == AP_KEYS
         assert all(v is None or 0.0 <= v <= 100.0 for v in results[key].values())
     assert results["maskiou_pearson"] is None or -1.0 <= results["maskiou_pearson"] <= 1.0
+    for key, (a, b) in (
+        ("mask_scoring_gain", ("segm", "segm_cls")),
+        ("oracle_headroom", ("segm_oracle", "segm")),
+    ):
+        diff = results[key]  # the AP difference with its paired bootstrap interval
+        assert set(diff) == {"AP", "low", "high", "verdict", "bootstrap"}
+        assert diff["AP"] == pytest.approx(results[a]["AP"] - results[b]["AP"], abs=2e-3)
+        assert diff["low"] <= diff["high"]
+        assert diff["verdict"] in ("helps", "hurts", "no clear difference")
+        assert diff["bootstrap"] == {
+            "level": 0.95,
+            "num_images": results["num_images"],
+            "resamples": 1000,
+            "seed": 0,
+        }
 
 
 def test_train_script_writes_checkpoints_results_and_detections(trained_run):
@@ -45,6 +60,11 @@ def test_train_script_writes_checkpoints_results_and_detections(trained_run):
         assert abs(det["score"] - det["class_score"] * det["mask_iou"]) < 1e-5
     assert max(per_image.values()) <= 100
     assert "mask, MS R-CNN" in proc.stdout and "Pearson" in proc.stdout
+    assert (
+        "mask scoring gain: " in proc.stdout
+        and "95% interval " in proc.stdout
+        and " over 4 images: " in proc.stdout
+    )
     # the demo preset's measured spread, at the nearest measured length to the run's 2 steps
     assert "compared with this preset's measured spread (3 seeds at 1,100 steps, the nearest" in proc.stdout
     assert proc.stdout.count("expected ") == 3 and "this run (2 steps) is " in proc.stdout
@@ -61,8 +81,16 @@ def test_eval_script_reproduces_the_final_evaluation(trained_run, tmp_path, shap
     )
     a = json.loads((out / "results.json").read_text())
     b = json.loads((tmp_path / "results.json").read_text())
-    for key in ("bbox", "segm", "segm_cls", "segm_oracle", "num_images"):
-        assert a[key] == b[key], key
+    for key in (
+        "bbox",
+        "segm",
+        "segm_cls",
+        "segm_oracle",
+        "num_images",
+        "mask_scoring_gain",
+        "oracle_headroom",
+    ):
+        assert a[key] == b[key], key  # the interval too: the same images, the same seed
     # The demo tests with Soft-NMS: its scores, and the MaskIoU head's outputs on the boxes it keeps,
     # can differ between the two processes at float32 rounding level (the APs above are identical);
     # the detections themselves (image, class, mask) are equal.
@@ -131,6 +159,11 @@ def test_fast_dev_run_script(head, tmp_path, shapes_dir):
     results = json.loads((tmp_path / "results.json").read_text())
     if head == "none":  # plain Mask R-CNN: one ranking only
         assert results["segm"] == results["segm_cls"] and results["segm_oracle"] is None
+        assert results["mask_scoring_gain"] is None and results["oracle_headroom"] is None
+        assert "mask scoring gain: " not in proc.stdout  # no MaskIoU head, no gain (nor interval)
+    else:
+        assert results["mask_scoring_gain"]["bootstrap"]["resamples"] == 1000
+        assert "mask scoring gain: " in proc.stdout
     assert "mask, Mask R-CNN" in proc.stdout
 
 

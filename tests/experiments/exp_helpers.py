@@ -50,8 +50,10 @@ def fake_results(
     bbox: float = 30.0,
     pearson: float | None = 0.5,
     head: str = "maskiou",
+    gain_interval: tuple[float, float, float] | None = None,
 ) -> dict[str, Any]:
-    """A results.json as src/train.py writes it, with the given APs (AP50 = AP + 20, AP75 = AP - 1)."""
+    """A results.json as src/train.py writes it, with the given APs (AP50 = AP + 20, AP75 = AP - 1) and,
+    when given, the mask scoring gain's interval ``(AP, low, high)``."""
 
     def block(ap: float) -> dict[str, float | None]:
         return {**AP, "AP": ap, "AP50": ap + 20, "AP75": ap - 1}
@@ -64,6 +66,11 @@ def fake_results(
         "segm_cls": block(segm_cls),
         "segm_oracle": block(oracle if oracle is not None else segm + 2) if ms else None,
         "maskiou_pearson": pearson if ms else None,
+        "mask_scoring_gain": (
+            dict(zip(("AP", "low", "high"), gain_interval), verdict="-", bootstrap={})
+            if ms and gain_interval
+            else None
+        ),
         "num_images": 4,
         "num_detections": 40,
         "experiment_name": "x",

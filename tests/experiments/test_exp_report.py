@@ -36,7 +36,7 @@ def test_partial_table4_sweep_shows_missing_rows_and_the_mask_rcnn_row(tmp_path)
     assert report.detect_tables(runs) == [4]
     table = report.build_table(4, runs)
     rows = rows_of(table)
-    assert rows["(a) concat"] == [20.0, 29.3, 40.0, 46.9, 19.0, 31.3, "baseline"]  # the default row
+    assert rows["(a) concat"] == [20.0, 29.3, 40.0, 46.9, 19.0, 31.3, None, "baseline"]  # the default row
     assert rows["(b) multiply"][:2] == [21.0, 29.1]
     assert rows["(c) concat_all"][0] == "missing" and rows["(d) concat_highres"][0] == "missing"
     baseline = next(v for k, v in rows.items() if k.startswith("Mask R-CNN"))
@@ -114,7 +114,8 @@ def test_table7_from_any_sweep_uses_the_oracle_and_pearson(tmp_path):
     table = report.build_table(7, report.find_runs([tmp_path]))
     r18 = rows_of(table)["R18-FPN"]
     # Mask R-CNN (segm_cls stand-in, marked), MS R-CNN, oracle, Pearson r, each beside the paper's.
-    assert r18[:-1] == [18.0, 27.7, 20.0, 29.3, 22.0, 31.5, 0.5, 0.74] and r18[0].mark == "\u2020"
+    assert r18[:-2] == [18.0, 27.7, 20.0, 29.3, 22.0, 31.5, 0.5, 0.74] and r18[0].mark == "\u2020"
+    assert r18[-2] is None  # no gain interval in these results
     assert (r18[-1].diff, r18[-1].se) == (2.0, None)  # MS R-CNN - Mask R-CNN; one seed: no SE
     assert rows_of(table)["R101 DCN+FPN"][2] == "missing"
     text = report.render(table, "text")
@@ -169,3 +170,31 @@ def test_a_real_cpu_sweep_renders(tmp_path, shapes_dir):
     assert "| (b) multiply | " in proc.stdout and "| (b) multiply | missing" not in proc.stdout
     text = run_script("experiments/report.py", str(sweep), "--table", "7", "--format", "text").stdout
     assert "R18-FPN" in text
+
+
+def test_gain_intervals_per_seed_in_md_and_csv(tmp_path):
+    """Each seed's gain interval is listed with how many exclude 0 (no mean of the bounds)."""
+    intervals = [(1.09, 0.2, 2.0), (-0.47, -1.5, 0.6), (1.15, 0.1, 2.2)]
+    for seed, gain in enumerate(intervals):
+        fake_run(
+            tmp_path / str(seed),
+            [f"seed={seed}"],
+            {"experiment_name": "table7_upper_bound", "seed": seed},
+            fake_results(segm=20.0, segm_cls=19.0, gain_interval=gain),
+        )
+    table = report.build_table(7, report.find_runs([tmp_path]))
+    md = report.render(table, "md")
+    assert "| gain 95% interval |" in md
+    assert "2/3 above 0: +1.09 [+0.20, +2.00]; -0.47 [-1.50, +0.60]; +1.15 [+0.10, +2.20]" in md
+    rows = list(csv.DictReader(io.StringIO(report.render(table, "csv"))))
+    r18 = next(r for r in rows if r["backbone"] == "R18-FPN")
+    assert (
+        r18["gain 95% interval above 0"],
+        r18["gain 95% interval below 0"],
+        r18["gain 95% interval n"],
+    ) == (
+        "2",
+        "0",
+        "3",
+    )
+    assert r18["gain 95% interval per seed"] == "1.09 [0.2, 2];-0.47 [-1.5, 0.6];1.15 [0.1, 2.2]"

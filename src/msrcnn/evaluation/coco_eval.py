@@ -19,6 +19,7 @@ the three mask rankings only swap the scores.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -27,10 +28,14 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 from faster_coco_eval.core import mask as mask_utils
 
+from msrcnn.evaluation.bootstrap import RESAMPLES, BootstrapError, collect_matches, paired_differences
 from msrcnn.evaluation.records import DetectionRecord
+
+log = logging.getLogger("msrcnn.evaluation")
 
 __all__ = [
     "AP_KEYS",
+    "DIFFERENCES",
     "coco_summary",
     "evaluate_records",
     "gt_mask_ious",
@@ -46,6 +51,8 @@ __all__ = [
 ]
 
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# The AP differences with a paired bootstrap interval: key -> (ranking, ranking it is compared with)
+DIFFERENCES = {"mask_scoring_gain": ("segm", "segm_cls"), "oracle_headroom": ("segm_oracle", "segm")}
 
 ScoreChoice = Literal["mask", "cls"] | Sequence[np.ndarray]
 
@@ -255,8 +262,11 @@ def score_correlations(
 def run_coco_eval(
     coco_gt: COCO, coco_dt: COCO, iou_type: str, img_ids: Sequence[int], verbose: bool = False
 ) -> COCOeval_faster:
-    """Evaluate, accumulate and summarise on ``img_ids`` only; returns the COCOeval object."""
-    evaluator = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=print if verbose else _silent)
+    """Evaluate, accumulate and summarise on ``img_ids`` only; returns the COCOeval object (which keeps
+    its per-image matches for :func:`msrcnn.evaluation.bootstrap.collect_matches`)."""
+    evaluator = COCOeval_faster(
+        coco_gt, coco_dt, iou_type, print_function=print if verbose else _silent, separate_eval=True
+    )
     evaluator.params.imgIds = list(img_ids)
     evaluator.evaluate()
     evaluator.accumulate()
@@ -352,6 +362,22 @@ def _set_scores(coco_dt: COCO, scores: np.ndarray) -> None:
         ann["score"] = score
 
 
+def _differences(
+    evaluators: dict[str, COCOeval_faster], resamples: int, seed: int, ndigits: int | None
+) -> dict[str, dict[str, Any] | None]:
+    """:data:`DIFFERENCES` with their paired bootstrap intervals; None each (and a warning) when the
+    evaluation's per-image matches cannot be read (an unknown faster_coco_eval layout)."""
+    try:
+        matches = {key: collect_matches(evaluator) for key, evaluator in evaluators.items()}
+        stats_ap = {key: float(evaluator.stats[0]) for key, evaluator in evaluators.items()}
+        return paired_differences(
+            matches, DIFFERENCES, stats_ap=stats_ap, resamples=resamples, seed=seed, ndigits=ndigits
+        )
+    except BootstrapError as err:
+        log.warning("no interval for the AP differences: %s", err)
+        return dict.fromkeys(DIFFERENCES)
+
+
 def evaluate_records(
     coco_gt: COCO | str | os.PathLike | dict,
     records: Sequence[DetectionRecord],
@@ -360,6 +386,8 @@ def evaluate_records(
     verbose: bool = False,
     ndigits: int | None = 3,
     per_class: bool = False,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """COCO evaluation of per-image records on exactly the images they cover.
 
@@ -371,14 +399,18 @@ def evaluate_records(
         verbose: print COCOeval's summaries.
         ndigits: rounding of the AP values (None: unrounded).
         per_class: also return ``segm_per_class`` (AP per category name, mask-score ranking).
+        resamples, seed: the paired bootstrap over images of the AP differences (0: none).
 
     Returns:
         ``{"bbox", "segm", "segm_cls", "segm_oracle"}``: ``{AP, AP50, AP75, APs, APm, APl}``
         dicts (percent; None for an undefined AP) or None when not evaluated;
         ``"maskiou_pearson"`` and the other correlations of :func:`score_correlations`: float or
-        None; ``"num_images"``, ``"num_detections"``; and
-        ``"segm_per_class"`` when asked. For a plain Mask R-CNN (no mask_ious), ``segm`` is
-        ``segm_cls`` and ``segm_oracle`` / ``maskiou_pearson`` are None.
+        None; ``"mask_scoring_gain"`` (``segm`` minus ``segm_cls``) and ``"oracle_headroom"``
+        (``segm_oracle`` minus ``segm``): the AP difference with its 95% paired bootstrap interval
+        (:func:`msrcnn.evaluation.bootstrap.paired_differences`) or None; ``"num_images"``,
+        ``"num_detections"``; and ``"segm_per_class"`` when asked. For a plain Mask R-CNN (no
+        mask_ious), ``segm`` is ``segm_cls`` and ``segm_oracle`` / ``maskiou_pearson`` / the
+        differences are None.
     """
     unknown_types = set(iou_types) - {"bbox", "segm"}
     if unknown_types:
@@ -394,6 +426,7 @@ def evaluate_records(
         "class_score_pearson": None,
         "maskiou_pearson_matched": None,
         "class_score_pearson_matched": None,
+        **{key: None for key in DIFFERENCES},
         "num_images": len(img_ids),
         "num_detections": int(sum(len(r) for r in records)),
     }
@@ -416,6 +449,8 @@ def evaluate_records(
         _set_scores(segm_dt, scores)
         evaluators[key] = run_coco_eval(coco_gt, segm_dt, "segm", img_ids, verbose)
         out[key] = coco_summary(evaluators[key], ndigits)
+    if scoring and resamples:
+        out.update(_differences(evaluators, resamples, seed, ndigits))
     if not scoring:
         evaluators["segm"] = evaluators["segm_cls"]
         out["segm"] = dict(out["segm_cls"])

@@ -19,7 +19,9 @@ This callback adds, on rank 0, to the run's :class:`~lightning.pytorch.loggers.W
 * ``ap_table``: box AP and mask AP under the three rankings (a ``wandb.Table``);
 * ``per_class_AP``: mask AP per class when the evaluator computes it (``per_class=True``);
 * in the run summary: every AP (the three rankings, box), ``mask_scoring_gain`` (MS R-CNN mask AP
-  minus the class-score ranking's) and ``maskiou_pearson``.
+  minus the class-score ranking's), its 95% bootstrap interval ``mask_scoring_gain_low`` /
+  ``_high`` (and ``oracle_headroom_AP`` / ``_low`` / ``_high``, flattened from the results) and
+  ``maskiou_pearson``.
 
 GT MaskIoU needs annotations and masks; the MaskIoU columns and Figure 5 need a MaskIoU head.
 """
