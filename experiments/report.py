@@ -52,6 +52,8 @@ PAPER_FILE = Path(__file__).resolve().with_name("paper_numbers.yaml")
 MISSING = "missing"
 FORMATS = ("md", "csv", "text")
 TABLES = (1, 2, 3, 4, 5, 6, 7)
+# Not a paper table: per configuration, does mask scoring help (gain, its intervals, the correlations).
+SCORING = "scoring"
 
 # Display names of the rows; the numbers live in paper_numbers.yaml.
 BACKBONE_LABELS = {
@@ -89,7 +91,12 @@ ABLATIONS = {  # table -> (config key, label of the key, row labels)
         {"0.0": "tau 0.0", "0.3": "tau 0.3", "0.5": "tau 0.5", "0.7": "tau 0.7"},
     ),
 }
-HEAD_DEFAULTS = {"head.input": "concat", "head.target": "target_class", "head.tau": 0.0}
+HEAD_DEFAULTS = {
+    "head.input": "concat",
+    "head.target": "target_class",
+    "head.samples": "positives",
+    "head.tau": 0.0,
+}
 TABLE1_BACKBONES = {"r18_fpn", "r50_fpn", "r101_fpn"}
 TABLE2_BACKBONES = {"r101_c4", "r101_fpn", "r101_dcn_fpn", "r50_c4", "r50_dcn_fpn"}
 IGNORED_KEYS = re.compile(
@@ -272,7 +279,9 @@ def swept_keys(runs: Sequence[Run]) -> set[str]:
     return {k.lstrip("+~") for k in keys if not IGNORED_KEYS.match(k.lstrip("+~"))}
 
 
-def table_from_keys(keys: set[str], backbones: set[str]) -> int | None:
+def table_from_keys(keys: set[str], backbones: set[str]) -> int | str | None:
+    if "head.samples" in keys:
+        return SCORING
     for number, (key, _, _) in ABLATIONS.items():
         if key in keys:
             return number
@@ -285,7 +294,7 @@ def table_from_keys(keys: set[str], backbones: set[str]) -> int | None:
     return None
 
 
-def detect_tables(runs: Sequence[Run]) -> list[int]:
+def detect_tables(runs: Sequence[Run]) -> list[int | str]:
     """The tables these runs belong to: by experiment name, else by the swept keys."""
     tables = {n for n in (table_from_name(r.experiment_name) for r in runs) if n}
     unnamed = [r for r in runs if not table_from_name(r.experiment_name)]
@@ -299,7 +308,7 @@ def detect_tables(runs: Sequence[Run]) -> list[int]:
                 f"cannot tell which paper table the runs of experiment(s) {names} reproduce (no tableN_* "
                 "experiment and no swept head.input / head.target / head.tau / backbone / head); pass --table N"
             )
-    return sorted(tables)
+    return sorted(tables, key=str)
 
 
 # --------------------------------------------------------------------------- seeds
@@ -405,7 +414,7 @@ Cell = Any  # str, Stat (ours), float (the paper's), Diff, None (not published /
 
 @dataclass
 class Table:
-    number: int
+    number: int | str
     title: str
     header: list[str]
     rows: list[list[Cell]]
@@ -806,8 +815,87 @@ def _test_dev_table(runs: Sequence[Run], paper: dict[str, Any]) -> Table:
     return Table(3, spec["title"], header, rows, notes, label_columns=2)
 
 
-def build_table(number: int, runs: Sequence[Run], paper: dict[str, Any] | None = None) -> Table:
-    """Table ``number`` (1-7) in the paper's layout from ``runs``."""
+def _configuration_labels(groups: Sequence[Group]) -> list[str]:
+    """Each group's values of the config keys on which the groups differ (``key=value, ...``)."""
+    flat = [
+        {
+            k.rstrip("."): v
+            for k, v in _flatten(g.config).items()
+            if k.split(".")[0] not in NOT_THE_CONFIGURATION
+        }
+        for g in groups
+    ]
+    keys = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), default=str) for g in flat}) > 1})
+    keys = [k for k in keys if k != "experiment_name"] or keys
+    return [", ".join(f"{k}={f.get(k)}" for k in keys) or str(g) for f, g in zip(flat, groups)]
+
+
+def _scoring_table(runs: Sequence[Run]) -> Table:
+    """Does mask scoring help, per configuration of MS R-CNN runs (e.g. a sweep of ``head.samples``): the
+    mask AP of both rankings, the gain with each seed's 95% interval, the oracle's headroom, and how well
+    the predicted MaskIoU and the class score track the true MaskIoU (all detections / found objects).
+    The difference column: each row's gain minus the first row's (the paper's ``head.samples=positives``
+    where present), with Welch's SE."""
+    b = _Builder(0, runs)
+    notes: list[str] = []
+    matches = [r for r in runs if r.is_mask_scoring]
+    groups = _group(matches, notes, "runs")
+    groups.sort(key=lambda g: (str(g.runs[0].head_value("head.samples")) != "positives", str(g)))
+    b.used.update(r.path for r in matches)
+    b.notes += notes
+    labels = _configuration_labels(groups) if len(groups) > 1 else [str(g) for g in groups]
+    rows: list[list[Cell]] = []
+    for label, group in zip(labels, groups):
+        b.pick(lambda r, g=group: r in g.runs, label)
+        rows.append(
+            [
+                label,
+                _ours(group, "segm", "AP"),
+                _ours(group, "segm_cls", "AP"),
+                _ours(group, "mask_scoring_gain", "AP"),
+                _intervals(group),
+                _ours(group, "oracle_headroom", "AP"),
+                _ours(group, "maskiou_pearson"),
+                _ours(group, "class_score_pearson"),
+                _ours(group, "maskiou_pearson_matched"),
+                _ours(group, "class_score_pearson_matched"),
+            ]
+        )
+    for row in rows:
+        row.append("baseline" if row is rows[0] else diff_cell(row[3], rows[0][3]))
+    header = [
+        "configuration",
+        "mask AP, mask score",
+        "mask AP, class score",
+        "gain",
+        GAIN_INTERVAL,
+        "oracle headroom",
+        "Pearson r, MaskIoU (all)",
+        "Pearson r, class score (all)",
+        "Pearson r, MaskIoU (found)",
+        "Pearson r, class score (found)",
+        _diff_header("gain"),
+    ]
+    table = b.finish(
+        "Does mask scoring help? (per configuration, mean ± sd over seeds)",
+        header,
+        rows,
+        legend("gain diff", "the first row's"),
+    )
+    table.number = SCORING
+    table.notes.insert(1, INTERVAL_NOTE)
+    table.notes.insert(
+        2,
+        "Pearson r of the predicted MaskIoU and of the class score with the true MaskIoU of each detection "
+        "(all: every evaluated detection; found: those whose true MaskIoU > 0.5)",
+    )
+    return table
+
+
+def build_table(number: int | str, runs: Sequence[Run], paper: dict[str, Any] | None = None) -> Table:
+    """Table ``number`` (1-7) in the paper's layout from ``runs``; ``"scoring"``: :func:`_scoring_table`."""
+    if number == SCORING:
+        return _scoring_table(runs)
     paper = paper if paper is not None else load_paper()
     if number in (1, 2):
         return _backbone_table(number, runs, paper)
@@ -937,7 +1025,10 @@ def _numeric_column(cells: list[list[str]], i: int) -> bool:
 
 
 def report(
-    dirs: Sequence[str | Path], table: int | None = None, fmt: str = "md", paper_file: str | Path = PAPER_FILE
+    dirs: Sequence[str | Path],
+    table: int | str | None = None,
+    fmt: str = "md",
+    paper_file: str | Path = PAPER_FILE,
 ) -> str:
     """The rendered table(s) of the runs under ``dirs``."""
     runs = find_runs(dirs)
@@ -952,7 +1043,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="example: python experiments/report.py multirun/table4_input/2026-11-24_10-00-00 --format md",
     )
     parser.add_argument("dirs", nargs="+", metavar="SWEEP_DIR", help="sweep or run directories")
-    parser.add_argument("--table", type=int, choices=TABLES, help="the paper's table (default: detected)")
+    parser.add_argument(
+        "--table",
+        type=lambda v: v if v == SCORING else int(v),
+        choices=[*TABLES, SCORING],
+        help=f"the paper's table, or {SCORING} (per configuration: does mask scoring help; default: detected)",
+    )
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default: md)")
     parser.add_argument("--paper", default=str(PAPER_FILE), help="the published numbers (YAML)")
     args = parser.parse_args(argv)

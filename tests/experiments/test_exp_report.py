@@ -198,3 +198,40 @@ def test_gain_intervals_per_seed_in_md_and_csv(tmp_path):
         "3",
     )
     assert r18["gain 95% interval per seed"] == "1.09 [0.2, 2];-0.47 [-1.5, 0.6];1.15 [0.1, 2.2]"
+
+
+def test_scoring_table_compares_head_samples_per_configuration(tmp_path):
+    """A head.samples sweep is reported per configuration: the paper's positives first, the gain's
+    intervals per seed, the correlations, and the gain's difference with its SE; Tables 4-7 ignore it."""
+    gains = {
+        "positives": [(0.2, -0.8, 1.1), (-0.4, -1.3, 0.5)],
+        "detections": [(1.5, 0.4, 2.6), (1.1, 0.2, 2.0)],
+    }
+    k = 0
+    for samples in ("detections", "positives"):
+        for seed, gain in enumerate(gains[samples]):
+            fake_run(
+                tmp_path / str(k),
+                [f"head.samples={samples}", f"seed={seed}"],
+                {"experiment_name": "custom_cpu", "seed": seed, "head": {"samples": samples}},
+                fake_results(segm=20.0 + gain[0], segm_cls=20.0, gain_interval=gain, pearson=0.5 + 0.1 * k),
+            )
+            k += 1
+    runs = report.find_runs([tmp_path])
+    assert report.detect_tables(runs) == [report.SCORING]
+    table = report.build_table(report.SCORING, runs)
+    labels = [row[0] for row in table.rows]
+    assert labels == ["head.samples=positives", "head.samples=detections"]
+    md = report.render(table, "md")
+    assert "0/2 above 0: +0.20 [-0.80, +1.10]; -0.40 [-1.30, +0.50]" in md
+    assert "2/2 above 0: +1.50 [+0.40, +2.60]; +1.10 [+0.20, +2.00]" in md
+    pearson = table.header.index("Pearson r, MaskIoU (all)")
+    assert table.rows[1][pearson] == pytest.approx(0.55) and table.rows[0][pearson] == pytest.approx(0.75)
+    diff = table.rows[1][-1]
+    assert diff.diff == pytest.approx(1.3 - (-0.1))
+    rows = list(csv.DictReader(io.StringIO(report.render(table, "csv"))))
+    assert [r["table"] for r in rows] == ["scoring", "scoring"]
+    assert rows[1]["gain 95% interval above 0"] == "2"
+    # the paper's ablation tables keep the paper's head: a detections run is not their default row
+    assert not report._at_defaults(runs[0])
+    assert report.main([str(tmp_path), "--table", "scoring", "--format", "text"]) == 0
