@@ -168,7 +168,9 @@ def _small_tmpfs(base, size_bytes):
         capture_output=True,
     )
     if done.returncode != 0:
-        pytest.skip("this machine does not let the test mount a tmpfs (ENOSPC is injected in the other tests)")
+        pytest.skip(
+            "this machine does not let the test mount a tmpfs (ENOSPC is injected in the other tests)"
+        )
     try:
         yield mount_point
     finally:
