@@ -193,3 +193,30 @@ def test_a_real_full_file_system_room_for_one_checkpoint_not_two(tmp_path, shape
         ), line
         assert _names(run / "checkpoints") == ["last.ckpt"]
         assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 1
+
+
+def test_a_full_disk_under_the_log_file_is_one_warning_not_a_traceback_per_line(tmp_path, capsys):
+    import logging
+
+    from msrcnn.app.faults import guard_log_files
+
+    logger = logging.getLogger(f"test-log-{uuid.uuid4().hex[:6]}")
+    logger.propagate = False
+    console = io.StringIO()
+    logger.addHandler(logging.StreamHandler(console))
+    handler = logging.FileHandler(tmp_path / "train.log")
+    logger.addHandler(handler)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    handler.stream.write = full  # the log file's writes find the disk full
+    guard_log_files(logger)
+    logger.warning("first")
+    logger.warning("second")
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"warning: no space left on device while writing the log {tmp_path / 'train.log'}; "
+        "it stops here, the console goes on"
+    ]
+    assert handler not in logger.handlers and console.getvalue().splitlines() == ["first", "second"]
