@@ -21,6 +21,7 @@ def test_smoke_trains_evaluates_and_logs_every_step(shapes_dir, tmp_path):
         results["global_step"] == 6 and results["num_images"] == 4 and results["experiment_name"] == "smoke"
     )
     assert "mask, MS R-CNN (class x MaskIoU)" in proc.stdout
+    assert proc.stderr.strip() == "", proc.stderr  # no third-party line (tip, deprecation, device chatter)
     evaluated = tmp_path / "eval"
     run_script(
         "eval.py",

@@ -112,3 +112,18 @@ def test_width_scales_every_stage():
 def test_narrow_backbone_has_no_pretrained_weights():
     with pytest.raises(ValueError, match="backbone.width=32"):
         build_backbone("r18_fpn", width=32, pretrained="imagenet")
+
+
+def test_a_damaged_imagenet_file_gets_the_checkpoint_reader_s_one_line(tmp_path, monkeypatch):
+    from msrcnn.models import CheckpointError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = imagenet_checkpoint_path(18)
+    path.parent.mkdir(parents=True)
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, path)
+    path.write_bytes(path.read_bytes()[:200])  # a download cut short
+    with pytest.raises(CheckpointError) as err:
+        build_backbone("r18_fpn", pretrained="imagenet")
+    message = str(err.value)
+    assert message.startswith(f"{path} is not a readable ResNet-18 weights file (truncated or corrupt?): ")
+    assert "\n" not in message

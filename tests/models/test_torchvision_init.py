@@ -189,3 +189,18 @@ def test_the_readme_recipe_composes_and_builds_torchvisions_architecture(tmp_pat
     own = build_detector(plain, 91).state_dict()
     theirs = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91).state_dict()
     assert all(own[k].shape == v.shape for k, v in theirs.items() if not k.endswith("num_batches_tracked"))
+
+
+def test_a_damaged_cached_weights_file_gets_the_checkpoint_reader_s_one_line(tmp_path, monkeypatch, version):
+    from msrcnn.models import CheckpointError
+
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    cached = cache / Path(get_model_weights(version).DEFAULT.url).name
+    cached.write_bytes(b"PK\x03\x04 not a whole zip file")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(CheckpointError) as err:
+        init_from_torchvision(r50_model(2, version), f"torchvision:{version}", [(1, "person")])
+    message = str(err.value)
+    assert message.startswith(f"{cached} is not a readable torchvision:{version} weights file (truncated or")
+    assert "\n" not in message

@@ -144,3 +144,76 @@ def test_resume_mid_epoch_repeats_the_uninterrupted_losses(tmp_path, shapes_dir)
     for step in range(6):
         other = first.get(step, second.get(step))
         assert other == pytest.approx(uninterrupted[step], abs=1e-5), step
+
+
+def _start(args, log_path):
+    import subprocess
+    import sys
+
+    from msrcnn_testing import ROOT, script_env
+
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), *args],
+        cwd=ROOT,
+        env=script_env(HYDRA_FULL_ERROR="0"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as under SLURM, `timeout` or a container runtime
+    )
+    return proc, log
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_saves_the_step_and_the_same_command_resumes_exactly(
+    tmp_path, shapes_dir
+):
+    # data-loader workers running; SIGTERM to the whole group mid-epoch; then the same command again
+    import os
+    import re
+    import signal
+    import time
+
+    common = [o for o in TINY if not o.startswith(("trainer.max_steps", "data.num_workers"))]
+    common += [
+        "data.num_workers=2",
+        "trainer.max_steps=8",
+        "trainer.log_every_n_steps=1",
+        "callbacks.last_every_n_steps=0",  # last.ckpt at epoch ends only (every 4 steps)
+        "eval.after_fit=false",
+        f"paths.data_dir={shapes_dir}",
+    ]
+    full, run = tmp_path / "full", tmp_path / "run"
+    run_script("train.py", *common, f"hydra.run.dir={full}")
+
+    command = [*common, f"hydra.run.dir={run}"]
+    proc, log = _start(command, tmp_path / "first.txt")
+    try:
+        deadline = time.monotonic() + 300
+        while "step 5/8" not in (tmp_path / "first.txt").read_text():  # into the second epoch
+            assert proc.poll() is None, (tmp_path / "first.txt").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no step 5 after 300 s"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)
+        returncode = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    output = (tmp_path / "first.txt").read_text()
+    assert returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "Traceback" not in output and "DataLoader worker" not in output, output[-3000:]
+    last = run / "checkpoints" / "last.ckpt"
+    stopped = re.findall(r"training stopped by SIGTERM at step (\d+); checkpoint saved: (\S+);", output)
+    assert len(stopped) == 1 and stopped[0][1] == str(last), output[-3000:]
+    step = int(stopped[0][0])
+    assert 5 <= step < 8 and torch.load(last, map_location="cpu", weights_only=True)["global_step"] == step
+
+    second = run_script("train.py", *command)  # the same command: ckpt_path=auto resumes from last.ckpt
+    assert f"resuming from {last} (step {step})" in second.stdout + second.stderr
+    assert second.stderr.strip() == "", second.stderr[-3000:]
+    a = torch.load(last, map_location="cpu", weights_only=True)
+    b = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in b["state_dict"].items():
+        assert torch.equal(a["state_dict"][key], value), key  # bit-identical to the uninterrupted run

@@ -19,6 +19,7 @@ from msrcnn.models import MaskScoringRCNN, build_model
 from msrcnn.models.checkpoint import CheckpointError, model_kwargs, read_weights
 from msrcnn.models.torchvision_init import init_from_torchvision, is_torchvision_source
 from msrcnn.training.callbacks import StepLogger, TimeBudget
+from msrcnn.training.preemption import SaveOnSignal
 
 log = logging.getLogger("msrcnn.app")
 
@@ -133,6 +134,7 @@ def build_logger(cfg: DictConfig, output_dir: Path, config: dict[str, Any], job_
     if name == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
+        _keep_previous_metrics(output_dir / "csv")
         return CSVLogger(save_dir=str(output_dir), name="csv", version="")
     if name == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -152,6 +154,19 @@ def build_logger(cfg: DictConfig, output_dir: Path, config: dict[str, Any], job_
         id=lg.id,
         job_type=job_type,
     )
+
+
+def _keep_previous_metrics(log_dir: Path) -> None:
+    """A run resumed in its own folder keeps the metrics of its earlier part: Lightning's CSV logger
+    deletes an existing ``metrics.csv``, so it is renamed ``metrics.1.csv`` (``.2``, ...) first."""
+    current = log_dir / "metrics.csv"
+    if not current.is_file():
+        return
+    n = 1
+    while (log_dir / f"metrics.{n}.csv").exists():
+        n += 1
+    current.rename(log_dir / f"metrics.{n}.csv")
+    log.info("the earlier metrics of this run folder are kept in %s", log_dir / f"metrics.{n}.csv")
 
 
 def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list[L.Callback]:
@@ -183,6 +198,8 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list
                 enable_version_counter=False,
             )
         )
+    if cb.save_on_signal:  # SIGTERM / SIGUSR1: last.ckpt of the step reached, then stop (SLURM: requeue)
+        callbacks.append(SaveOnSignal(checkpoints, requeue=cb.slurm_requeue))
     if cb.step_logger:
         callbacks.append(StepLogger())
     if cb.time_budget.seconds is not None:
@@ -218,12 +235,22 @@ def build_trainer(cfg: DictConfig, logger, callbacks) -> L.Trainer:
         cfg.trainer,
         logger=logger,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *_slurm_environment()],
         _convert_="all",
         **overrides,
     )
     _check_not_relaunched_in_local_sweep(trainer)
     return trainer
+
+
+def _slurm_environment() -> list[Any]:
+    """Under SLURM, Lightning's SLURM environment without its SIGUSR1 auto-requeue: the signal belongs to
+    :class:`~msrcnn.training.preemption.SaveOnSignal` (one owner: one save, one requeue)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return []
+    return [SLURMEnvironment(auto_requeue=False)]
 
 
 def _check_not_relaunched_in_local_sweep(trainer: L.Trainer) -> None:

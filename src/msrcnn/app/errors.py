@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -117,9 +118,12 @@ def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         capture = multirun.capturing_failures()
         if capture:
             multirun.clear_failure()
+        from msrcnn.app.faults import report_disk_full
+
         try:
             try:
-                return fn(*args, **kwargs)
+                with report_disk_full():  # a full disk: one line (train.py's names its last checkpoint)
+                    return fn(*args, **kwargs)
             except USER_ERRORS as err:
                 if full_errors_requested():
                     worker_traceback = getattr(err, "worker_traceback", None)
@@ -167,7 +171,26 @@ def report_last_checkpoint(checkpoint_dir: str | Path, what: str = "training") -
     except BaseException as err:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+        from msrcnn.atomic import no_space_cause
+        from msrcnn.training.preemption import StoppedBySignal
+
+        if no_space_cause(err) is not None:
+            raise  # a full disk: msrcnn.app.faults.report_disk_full says it in one line
         last = Path(checkpoint_dir) / "last.ckpt"
+        if isinstance(err, StoppedBySignal):  # saved at the signal (msrcnn.training.preemption)
+            then = f"; SLURM job {err.requeued} requeued" if err.requeued else ""
+            log.warning(
+                "%s %s at step %d; checkpoint saved: %s%s; to resume, run the same command with "
+                "hydra.run.dir=%s (ckpt_path=auto) or add ckpt_path=%s",
+                what,
+                f"stopped by {signal.Signals(err.signum).name}",
+                err.step,
+                err.checkpoint,
+                then,
+                Path(checkpoint_dir).parent,
+                err.checkpoint,
+            )
+            raise InterruptedRun(128 + err.signum) from err
         if isinstance(err, SIGTERMException):
             reason, exit_code = "stopped by SIGTERM", EXIT_TERMINATED
         elif isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt):

@@ -14,8 +14,10 @@ from omegaconf import DictConfig
 
 from msrcnn.app.builders import build_callbacks, build_datamodule, build_detector, build_logger, build_trainer
 from msrcnn.app.errors import report_last_checkpoint
+from msrcnn.app.faults import guard_log_files, report_disk_full
 from msrcnn.app.float32_precision import set_float32_matmul_precision
 from msrcnn.app.input_size import apply_auto_input_size
+from msrcnn.app.quiet import quiet_resume_in_place, quiet_third_party
 from msrcnn.app.reference import format_reference
 from msrcnn.app.summary import format_results_table
 from msrcnn.app.wandb_runs import wandb_job
@@ -42,6 +44,7 @@ def start_run(cfg: DictConfig) -> Path:
     (``paths.output_dir``), sets the thread count (``torch_threads``) and seeds (``seed``)."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    quiet_third_party()  # only the project's lines (msrcnn.app.quiet)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     set_float32_matmul_precision(cfg.float32_matmul_precision)
@@ -109,12 +112,44 @@ def write_results(
     return write_json_atomic(output_dir / "results.json", {**results, **extra}, indent=2)
 
 
+AUTO_RESUME = "auto"
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``ckpt_path=auto`` (the default): the run folder's ``checkpoints/last.ckpt`` when there is one
+    (the same command run again in the same folder, e.g. a requeued SLURM job, resumes), else a fresh
+    start; ``null``: always a fresh start; a path: that checkpoint (read first: a missing, damaged or
+    foreign one fails before any work)."""
+    if ckpt_path == AUTO_RESUME:
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            return None
+        step = read_checkpoint(last).get("global_step")
+        log.info(
+            "resuming from %s (step %s): ckpt_path=auto found the run folder's last checkpoint", last, step
+        )
+        quiet_resume_in_place()
+        return str(last)
+    if ckpt_path:
+        read_checkpoint(ckpt_path)
+    return ckpt_path
+
+
 @wandb_job  # the job's W&B run ends with it (one run per sweep job), its checkpoint logged if asked
 def train(cfg: DictConfig) -> dict[str, Any] | None:
-    """Runs one training job; returns the final evaluation results (None when skipped)."""
+    """Runs one training job; returns the final evaluation results (None when skipped).
+
+    A full disk anywhere in it ends the job in one line naming the file and the last good checkpoint
+    (:mod:`msrcnn.app.faults`).
+    """
     cfg, output_dir = prepare(cfg)
-    if cfg.ckpt_path:
-        read_checkpoint(cfg.ckpt_path)  # a missing, damaged or foreign checkpoint fails before any work
+    guard_log_files()
+    with report_disk_full(output_dir / "checkpoints"):
+        return _train(cfg, output_dir)
+
+
+def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
     start = time.perf_counter()
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
@@ -147,8 +182,17 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     )
     logger = build_logger(cfg, output_dir, plain)
     trainer = build_trainer(cfg, logger, build_callbacks(cfg, output_dir, has_logger=bool(logger)))
-    with report_last_checkpoint(output_dir / "checkpoints"):  # a failure or SIGTERM says where to resume from
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    log.info(
+        "device: %s x%d (%s), precision %s",
+        trainer.strategy.root_device.type,
+        trainer.num_devices * trainer.num_nodes,
+        type(trainer.strategy).__name__,
+        trainer.precision,
+    )
+    with report_last_checkpoint(
+        output_dir / "checkpoints"
+    ):  # a failure or a signal says where to resume from
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if cfg.callbacks.save_last and not trainer.fast_dev_run:
         trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")  # the final state, atomically
     train_seconds = time.perf_counter() - start

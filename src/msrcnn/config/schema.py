@@ -241,6 +241,8 @@ class CallbacksConfig:
     lr_monitor: bool = True
     rich_progress: bool = False
     step_logger: bool = True  # a plain-text progress line every trainer.log_every_n_steps steps
+    save_on_signal: bool = True  # SIGTERM/SIGUSR1: save last.ckpt at the step reached, then stop
+    slurm_requeue: bool = True  # under SLURM, SIGUSR1 also requeues the job (scontrol requeue) after the save
     time_budget: TimeBudgetConfig = field(default_factory=TimeBudgetConfig)
 
 
@@ -291,7 +293,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     experiment_name: str = "default"
     seed: int = 0
-    ckpt_path: Optional[str] = None
+    ckpt_path: Optional[str] = "auto"  # auto: resume from <run dir>/checkpoints/last.ckpt if there is one
     torch_threads: Optional[int] = None
     float32_matmul_precision: str = (
         "high"  # CUDA: high/medium = TF32 matmuls and convolutions; highest = none

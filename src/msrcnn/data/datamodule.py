@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,15 @@ def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Te
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed numpy and ``random`` in a worker from torch's per-worker seed (derived from the loader's generator)."""
+    """Seed numpy and ``random`` in a worker from torch's per-worker seed (derived from the loader's generator).
+
+    The worker also ignores SIGTERM and SIGUSR1: sent to the whole process group (SLURM, ``timeout``,
+    container runtimes), they are the main process's to handle (it saves a checkpoint and stops the
+    workers itself, :mod:`msrcnn.training.preemption`); a worker killed by them would end the run in a
+    DataLoader traceback instead.
+    """
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

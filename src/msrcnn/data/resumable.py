@@ -101,3 +101,12 @@ class ResumableLoader(DataLoader):
     @property
     def _index_sampler(self) -> ResumableBatches:
         return self._index_batches
+
+    # Lightning's stateful-loader protocol: a resumed run asks the loader whether it can resume mid-epoch
+    # (and warns "not resumable" otherwise). It can: its position follows the trainer's optimizer step
+    # (the data module's state_dict), so there is nothing of its own to store.
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass

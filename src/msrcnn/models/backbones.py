@@ -23,6 +23,8 @@ from torchvision.ops import DeformConv2d
 from torchvision.ops import FrozenBatchNorm2d as _TorchvisionFrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from msrcnn.models.checkpoint import read_torch_file
+
 log = logging.getLogger("msrcnn.models")
 
 NORMS = ("bn", "frozen_bn", "gn")
@@ -121,7 +123,7 @@ def load_pretrained(model: nn.Module, pretrained: str, depth: int) -> None:
             else "backbone.pretrained must be 'imagenet', a path to a state dict, or null"
         )
         raise FileNotFoundError(f"backbone weights not found: {path}. {hint}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch_file(path, what=f"ResNet-{depth} weights file")  # the checkpoints' reader and errors
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if "conv_offset" not in k]

@@ -24,6 +24,7 @@ __all__ = [
     "model_kwargs",
     "model_of_config",
     "read_checkpoint",
+    "read_torch_file",
     "read_weights",
     "upgrade_config",
 ]
@@ -33,28 +34,37 @@ class CheckpointError(ValueError):
     """A file that is not a readable checkpoint of this project (truncated, corrupt or foreign)."""
 
 
-def _load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``; a missing file, an empty, damaged or pickled one fail in one line."""
+def read_torch_file(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``: the one reader of every weights file (checkpoints,
+    ``model.init_from``, the ImageNet backbone, torchvision's COCO weights). A missing file, an empty,
+    damaged or pickled one fail in one line naming the file and ``what`` it should be."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is not a readable checkpoint: the file is empty")
+        raise CheckpointError(f"{path} is not a readable {what}: the file is empty")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
         text = str(err)
         if "Unsupported global" in text:
             name = text.split("Unsupported global: GLOBAL ", 1)[1].split()[0]
+            if what == "checkpoint":
+                raise CheckpointError(
+                    f"{path} is not a checkpoint of msrcnn: it holds Python objects ({name}), not only tensors "
+                    "and plain data as src/train.py's checkpoints do"
+                ) from None
             raise CheckpointError(
-                f"{path} is not a checkpoint of msrcnn: it holds Python objects ({name}), not only tensors "
-                "and plain data as src/train.py's checkpoints do"
+                f"{path} is not a readable {what}: it holds Python objects ({name}), not only tensors"
             ) from None
         detail = text.rsplit("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else text
         detail = " ".join(detail.split()).split(". ")[0].rstrip(".")  # torch's first sentence
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt?): {type(err).__name__}: {detail[:160]}"
+            f"{path} is not a readable {what} (truncated or corrupt?): {type(err).__name__}: {detail[:160]}"
         ) from None
+
+
+_load = read_torch_file
 
 
 def _is_state_dict(obj: Any) -> bool:

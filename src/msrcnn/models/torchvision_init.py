@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from msrcnn.models.checkpoint import CheckpointError
+from msrcnn.models.checkpoint import CheckpointError, read_torch_file
 
 log = logging.getLogger("msrcnn.models")
 
@@ -142,10 +143,11 @@ def init_from_torchvision(
     if not categories:
         raise TorchvisionInitError(f"model.init_from={init_from} needs the dataset's categories")
     slots = coco_slots(categories, weights.meta["categories"], source=init_from)
-    if weights_file is not None:
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if weights_file is not None or cached.is_file():  # read as checkpoints are, with their one-line errors
+        state = read_torch_file(weights_file or cached, what=f"{init_from} weights file")
     else:
-        state = weights.get_state_dict(progress=True, check_hash=True)  # torch hub's cache, else a download
+        state = weights.get_state_dict(progress=True, check_hash=True)  # a download into torch hub's cache
     state = map_to_categories(state, slots)
     own = model.state_dict()
     for key, value in state.items():
