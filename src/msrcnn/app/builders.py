@@ -19,6 +19,7 @@ from msrcnn.models import MaskScoringRCNN, build_model
 from msrcnn.models.checkpoint import CheckpointError, model_kwargs, read_weights
 from msrcnn.models.torchvision_init import init_from_torchvision, is_torchvision_source
 from msrcnn.training.callbacks import StepLogger, TimeBudget
+from msrcnn.training.eta import RunEta, step_progress_bar
 
 log = logging.getLogger("msrcnn.app")
 
@@ -154,7 +155,11 @@ def build_logger(cfg: DictConfig, output_dir: Path, config: dict[str, Any], job_
     )
 
 
-def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list[L.Callback]:
+def build_callbacks(
+    cfg: DictConfig, output_dir: Path, has_logger: bool, evaluation: str | None = None
+) -> list[L.Callback]:
+    """The ``callbacks`` group's callbacks; ``evaluation`` (e.g. ``"200 images at 800 px"``) is what follows
+    training, named in the run's ETA line (:class:`~msrcnn.training.eta.RunEta`)."""
     cb = cfg.callbacks
     checkpoints = str(output_dir / "checkpoints")
     callbacks: list[L.Callback] = []
@@ -183,16 +188,16 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list
                 enable_version_counter=False,
             )
         )
+    # the run's cost once the step time is known, and its time left on every progress line after it
+    callbacks.append(RunEta(evaluation=evaluation, demo_hint=cfg.experiment_name not in ("demo", "smoke")))
     if cb.step_logger:
         callbacks.append(StepLogger())
     if cb.time_budget.seconds is not None:
         callbacks.append(TimeBudget(**OmegaConf.to_container(cb.time_budget)))
     if cb.lr_monitor and has_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if cb.rich_progress:
-        from lightning.pytorch.callbacks import RichProgressBar
-
-        callbacks.append(RichProgressBar())
+    if cfg.trainer.enable_progress_bar:  # the run's steps of the planned total, not one epoch's batches
+        callbacks.append(step_progress_bar(rich=cb.rich_progress))
     if has_logger and cfg.logger.name.value == "wandb":  # the APs, tables and figures (images: log_images)
         from msrcnn.training.media import WandbMedia
 
