@@ -179,7 +179,7 @@ def test_validations_during_training_are_counted_and_timed(monkeypatch):
     steps(11)
     assert (
         "4,284 steps planned at 10 s/step here" in eta.announcement
-        and "plus 18 validations" in eta.announcement
+        and ", plus 18 validations during it" in eta.announcement
     )
     assert eta.remaining(trainer) == pytest.approx((4284 - 11) * 10.0)  # no validation timed yet
     steps(227)  # the end of epoch 1, then its validation: 300 s

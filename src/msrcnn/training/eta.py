@@ -193,7 +193,7 @@ class RunEta(L.Callback):
             line = f"{planned:,} steps planned at {format_rate(per_step)} s/step here: about {format_duration(total)} of training"
             validations = validations_between(trainer, step, planned)
             if validations:
-                line += f" plus {validations} validations (timed at the first, then in the eta)"
+                line += f", plus {validations} validations during it (in the eta once the first is timed)"
             replan = self._budget_plan(trainer, planned, now)
             if replan is not None:
                 fits, budget = replan
