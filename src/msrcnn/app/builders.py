@@ -189,7 +189,8 @@ def build_callbacks(
             )
         )
     # the run's cost once the step time is known, and its time left on every progress line after it
-    callbacks.append(RunEta(evaluation=evaluation, demo_hint=cfg.experiment_name not in ("demo", "smoke")))
+    demo_hint = cfg.data.name.value == "shapes" and cfg.experiment_name not in ("demo", "smoke")
+    callbacks.append(RunEta(evaluation=evaluation, demo_hint=demo_hint))
     if cb.step_logger:
         callbacks.append(StepLogger())
     if cb.time_budget.seconds is not None:

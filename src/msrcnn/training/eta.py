@@ -6,7 +6,7 @@ memory and fill caches) over ``min_steps`` steps or ``min_seconds``, whichever c
 slow machine hears within its first minute what the run will cost. It then says in one line the planned
 steps, the measured s/step, the expected training time and the evaluation that follows, e.g.::
 
-    4,284 steps planned at 10.0 s/step here: about 11 h 54 min of training, then the evaluation of 200
+    4,284 steps planned at 10 s/step here: about 11 h 54 min of training, then the evaluation of 200
     images at 800 px. On a CPU, experiment=demo trains in about 7 min.
 
 On a CPU a run planned to train for more than ``long_run_seconds`` gets one more line with the quicker
@@ -93,7 +93,7 @@ class RunEta(L.Callback):
     """Measures the step time early, announces the run's cost once, and gives the time left.
 
     ``evaluation``: what follows training (``"200 images at 800 px"``), named in the announcement;
-    ``demo_hint``: on a CPU, point at ``experiment=demo`` (off for the demo itself).
+    ``demo_hint``: on a CPU, point at ``experiment=demo`` (for runs on the embedded data other than the demo).
     """
 
     def __init__(
