@@ -286,7 +286,13 @@ def test_the_progress_line_follows_trainer_log_every_n_steps(caplog):
     from msrcnn.training.callbacks import StepLogger
 
     trainer = SimpleNamespace(
-        global_step=0, log_every_n_steps=3, is_global_zero=True, max_steps=9, callback_metrics={}
+        global_step=0,
+        log_every_n_steps=3,
+        is_global_zero=True,
+        max_steps=9,
+        estimated_stepping_batches=9,  # the planned steps (msrcnn.training.eta.planned_steps)
+        callbacks=[],
+        callback_metrics={},
     )
     logger = StepLogger()
     logger.on_train_start(trainer, None)

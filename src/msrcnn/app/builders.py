@@ -19,6 +19,7 @@ from msrcnn.models import MaskScoringRCNN, build_model
 from msrcnn.models.checkpoint import CheckpointError, model_kwargs, read_weights
 from msrcnn.models.torchvision_init import init_from_torchvision, is_torchvision_source
 from msrcnn.training.callbacks import StepLogger, TimeBudget
+from msrcnn.training.eta import RunEta, step_progress_bar
 from msrcnn.training.preemption import SaveOnSignal
 
 log = logging.getLogger("msrcnn.app")
@@ -169,7 +170,11 @@ def _keep_previous_metrics(log_dir: Path) -> None:
     log.info("the earlier metrics of this run folder are kept in %s", log_dir / f"metrics.{n}.csv")
 
 
-def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list[L.Callback]:
+def build_callbacks(
+    cfg: DictConfig, output_dir: Path, has_logger: bool, evaluation: str | None = None
+) -> list[L.Callback]:
+    """The ``callbacks`` group's callbacks; ``evaluation`` (e.g. ``"200 images at 800 px"``) is what follows
+    training, named in the run's ETA line (:class:`~msrcnn.training.eta.RunEta`)."""
     cb = cfg.callbacks
     checkpoints = str(output_dir / "checkpoints")
     callbacks: list[L.Callback] = []
@@ -200,16 +205,17 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list
         )
     if cb.save_on_signal:  # SIGTERM / SIGUSR1: last.ckpt of the step reached, then stop (SLURM: requeue)
         callbacks.append(SaveOnSignal(checkpoints, requeue=cb.slurm_requeue))
+    # the run's cost once the step time is known, and its time left on every progress line after it
+    demo_hint = cfg.data.name.value == "shapes" and cfg.experiment_name not in ("demo", "smoke")
+    callbacks.append(RunEta(evaluation=evaluation, demo_hint=demo_hint))
     if cb.step_logger:
         callbacks.append(StepLogger())
     if cb.time_budget.seconds is not None:
         callbacks.append(TimeBudget(**OmegaConf.to_container(cb.time_budget)))
     if cb.lr_monitor and has_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if cb.rich_progress:
-        from lightning.pytorch.callbacks import RichProgressBar
-
-        callbacks.append(RichProgressBar())
+    if cfg.trainer.enable_progress_bar:  # the run's steps of the planned total, not one epoch's batches
+        callbacks.append(step_progress_bar(rich=cb.rich_progress))
     if has_logger and cfg.logger.name.value == "wandb":  # the APs, tables and figures (images: log_images)
         from msrcnn.training.media import WandbMedia
 

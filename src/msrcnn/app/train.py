@@ -16,7 +16,7 @@ from msrcnn.app.builders import build_callbacks, build_datamodule, build_detecto
 from msrcnn.app.errors import report_last_checkpoint
 from msrcnn.app.faults import guard_log_files, report_disk_full
 from msrcnn.app.float32_precision import set_float32_matmul_precision
-from msrcnn.app.input_size import apply_auto_input_size
+from msrcnn.app.input_size import apply_auto_input_size, describe_input_scale
 from msrcnn.app.quiet import quiet_resume_in_place, quiet_third_party
 from msrcnn.app.reference import format_reference
 from msrcnn.app.summary import format_results_table
@@ -154,7 +154,11 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    apply_auto_input_size(cfg, datamodule)  # data.auto_input_size: model.min_size/max_size from the data
+    if apply_auto_input_size(cfg, datamodule) is None:  # data.auto_input_size: the input size from the data
+        scale_note = describe_input_scale(cfg, datamodule)  # e.g. the 160 px shapes at the paper's 800 px
+        if scale_note is not None:
+            print(scale_note, flush=True)
+            log.debug(scale_note)
     # the backbone defaults that follow backbone.pretrained, recorded resolved (checkpoint, W&B config)
     cfg.backbone.norm, cfg.backbone.trainable_layers = backbone_defaults(
         cfg.backbone.pretrained, cfg.backbone.norm, cfg.backbone.trainable_layers
@@ -181,7 +185,13 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
         config={**plain, **dataset_info},
     )
     logger = build_logger(cfg, output_dir, plain)
-    trainer = build_trainer(cfg, logger, build_callbacks(cfg, output_dir, has_logger=bool(logger)))
+    evaluation = (
+        f"{len(datamodule.val_dataset):,} images at {cfg.model.min_size[-1]} px"
+        if cfg.eval.after_fit
+        else None
+    )
+    callbacks = build_callbacks(cfg, output_dir, has_logger=bool(logger), evaluation=evaluation)
+    trainer = build_trainer(cfg, logger, callbacks)
     log.info(
         "device: %s x%d (%s), precision %s",
         trainer.strategy.root_device.type,

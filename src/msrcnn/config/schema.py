@@ -239,7 +239,7 @@ class CallbacksConfig:
     last_every_n_steps: int = 500  # refresh last.ckpt every N optimizer steps (0: at epoch ends)
     save_best: bool = True
     lr_monitor: bool = True
-    rich_progress: bool = False
+    rich_progress: bool = True  # the progress bar (trainer.enable_progress_bar) with rich; false: tqdm
     step_logger: bool = True  # a plain-text progress line every trainer.log_every_n_steps steps
     save_on_signal: bool = True  # SIGTERM/SIGUSR1: save last.ckpt at the step reached, then stop
     slurm_requeue: bool = True  # under SLURM, SIGUSR1 also requeues the job (scontrol requeue) after the save

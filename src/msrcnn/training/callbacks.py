@@ -9,11 +9,14 @@ import time
 import lightning as L
 import torch
 
+from msrcnn.training.eta import eta_suffix, planned_steps
+
 log = logging.getLogger("msrcnn.training")
 
 
 class StepLogger(L.Callback):
-    """Logs ``step k/N  loss ...  s/step`` every ``trainer.log_every_n_steps`` optimizer steps (rank 0 only):
+    """Logs ``step k/N  loss ...  s/step  eta ...`` (N: the planned steps; eta: the run's time left,
+    :class:`~msrcnn.training.eta.RunEta`) every ``trainer.log_every_n_steps`` optimizer steps (rank 0 only):
     the text log follows the metrics logger's cadence, one setting for both."""
 
     def __init__(self) -> None:
@@ -38,8 +41,8 @@ class StepLogger(L.Callback):
             for k, v in sorted(metrics.items())
             if k.startswith("train/")
         )
-        total = trainer.max_steps if trainer.max_steps > 0 else "?"
-        log.info("step %d/%s  %s  %.2f s/step", step, total, losses, per_step)
+        total = planned_steps(trainer) or "?"
+        log.info("step %d/%s  %s  %.2f s/step%s", step, total, losses, per_step, eta_suffix(trainer))
 
 
 class TimeBudget(L.Callback):
