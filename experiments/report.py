@@ -815,6 +815,9 @@ def _test_dev_table(runs: Sequence[Run], paper: dict[str, Any]) -> Table:
     return Table(3, spec["title"], header, rows, notes, label_columns=2)
 
 
+LABEL_KEYS = ("experiment_name", "data.name", "backbone.name", "trainer.max_steps")
+
+
 def _configuration_labels(groups: Sequence[Group]) -> list[str]:
     """Each group's values of the config keys on which the groups differ (``key=value, ...``)."""
     flat = [
@@ -826,7 +829,9 @@ def _configuration_labels(groups: Sequence[Group]) -> list[str]:
         for g in groups
     ]
     keys = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), default=str) for g in flat}) > 1})
-    keys = [k for k in keys if k != "experiment_name"] or keys
+    # the keys a reader tells configurations apart by, when they differ; else the first few that do
+    named = [k for k in keys if k in LABEL_KEYS or k.startswith("head.")]
+    keys = named or keys[:3]
     return [", ".join(f"{k}={f.get(k)}" for k in keys) or str(g) for f, g in zip(flat, groups)]
 
 
