@@ -822,9 +822,12 @@ def _configuration_labels(groups: Sequence[Group]) -> list[str]:
     """Each group's values of the config keys on which the groups differ (``key=value, ...``)."""
     flat = [
         {
-            k.rstrip("."): v
-            for k, v in _flatten(g.config).items()
-            if k.split(".")[0] not in NOT_THE_CONFIGURATION
+            **HEAD_DEFAULTS,  # a run written before a head key existed had its default
+            **{
+                k.rstrip("."): v
+                for k, v in _flatten(g.config).items()
+                if k.split(".")[0] not in NOT_THE_CONFIGURATION
+            },
         }
         for g in groups
     ]
