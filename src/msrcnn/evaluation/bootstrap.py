@@ -16,8 +16,14 @@ IoU thresholds 0.5:0.95 and the categories with ground truth, as ``COCOeval.accu
 times and ``sum_i w_i * npig_i`` ground truths per category (:func:`resampled_ap`). It is computed
 for a chunk of resamples at once in numpy, at the true positives only: the interpolated precision
 at a recall threshold is the best precision at a true positive whose recall reaches it, so the
-detections in between enter only through counts (a sparse product with the multiplicities).
-With every ``w_i = 1`` it is COCOeval's AP (to about 1e-12; checked on every call).
+detections in between enter only through counts (sums over blocks of detections). The running
+sums and maxima along each (threshold, category) segment run position by position over all
+segments side by side (:class:`_Layout`: wide slices, not numpy's one-element-at-a-time
+accumulate), on ``[position, resample]`` arrays (a gather copies whole rows), and the recall
+thresholds reached are looked up, not searched (:func:`_reached_table`). With every ``w_i = 1``
+it is COCOeval's AP (to about 1e-12, in float64; checked on every call); the 1,000 resamples of
+:func:`paired_differences` run in float32 (counts exact, precisions rounded: the resampled APs
+move by about 1e-8, the intervals' printed digits not at all).
 
 Output (:func:`paired_differences`): per pair the full-set difference ``AP`` (AP points x100, as
 every AP of the evaluation), the interval ``low`` / ``high``, a ``verdict`` (:data:`VERDICTS`)
@@ -51,7 +57,9 @@ __all__ = [
 RESAMPLES = 1000
 LEVEL = 0.95
 VERDICTS = ("helps", "hurts", "no clear difference")
-CHUNK_BYTES = 2 * 2**20  # a chunk's [resamples x true positives] float64 arrays: cache-sized
+CHUNK_BYTES = 2**20  # a chunk's [true positives x resamples] arrays: in cache, and not paged in anew
+SCAN_ROWS = 4096  # a segment's first positions scanned row by row, all segments side by side
+STEP_COST = 300  # a scan's loop step costs about as much as this many positions' work per resample
 _STATE_FIELDS = 6  # faster_coco_eval's ImageEvaluation state (checked in collect_matches)
 
 
@@ -219,14 +227,82 @@ def collect_matches(evaluator: Any) -> RankingMatches:
     return dataclasses.replace(matches, ap=None if np.isnan(ap) else float(ap))
 
 
-def _segment_cumsum(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Cumulative sum along axis 1 restarting at every index in ``starts`` (exact for integer values)."""
-    if x.shape[1] == 0:
-        return x
-    if starts.size > 1:
-        totals = np.add.reduceat(x, starts, axis=1)
-        x[:, starts[1:]] -= totals[:, :-1]
-    return np.cumsum(x, axis=1, out=x)
+class _Layout:
+    """Segments of a flat axis (``starts``, in order) stored position-major so that a scan along every
+    segment at once is a loop over positions of wide, contiguous slices (numpy's own accumulate runs
+    one element at a time, at a few ns each; a slice op runs at SIMD speed).
+
+    The segments, longest first, form rows: row ``l`` holds position ``l`` of the ``n_l`` segments at
+    least ``l + 1`` long (a prefix of them, as they are sorted). Positions past ``SCAN_ROWS`` (long
+    segments of skewed data) follow, segment by segment, and are scanned per segment.
+    """
+
+    def __init__(self, starts: np.ndarray, size: int) -> None:
+        rows = SCAN_ROWS
+        lengths = np.diff(np.append(starts, size)).astype(np.int64)
+        self.order = np.argsort(-lengths, kind="stable")  # sorted segment -> segment
+        rank = np.empty_like(self.order)
+        rank[self.order] = np.arange(self.order.size)
+        sorted_len = lengths[self.order]
+        head = int(min(sorted_len[0] if sorted_len.size else 0, rows))
+        counts = np.searchsorted(-sorted_len, -np.arange(1, head + 1), side="right")  # n_l: segments > l long
+        self.rows = [(int(o), int(n)) for o, n in zip(np.cumsum(counts) - counts, counts)]
+        head_size = int(counts.sum())
+        self.num_long = int(np.count_nonzero(sorted_len > head))
+        tail_len = sorted_len[: self.num_long] - head
+        self.tail = [
+            (head_size + int(a), head_size + int(a + n))
+            for a, n in zip(np.cumsum(tail_len) - tail_len, tail_len)
+        ]
+        self.tail_starts = np.array([a for a, _ in self.tail], np.int64)
+        seg = np.repeat(np.arange(lengths.size), lengths)
+        at = np.arange(size) - starts[seg] if size else np.zeros(0, np.int64)
+        s = rank[seg]
+        offsets = np.append(np.cumsum(counts) - counts, 0)
+        tail_base = np.append(self.tail_starts, 0)
+        self.position = np.where(  # each element's index in the layout
+            at < head, offsets[np.minimum(at, head)] + s, tail_base[np.minimum(s, self.num_long)] + at - head
+        )
+        self.last = self.rows[-1][0] if self.rows else 0  # where the last row starts
+
+    def cumsum(self, x: np.ndarray) -> None:
+        """In place, ``x [layout, b]``: the running sum along each segment."""
+        for (prev, _), (at, n) in zip(self.rows, self.rows[1:]):
+            np.add(x[at : at + n], x[prev : prev + n], out=x[at : at + n])
+        for s, (a, b) in enumerate(self.tail):
+            x[a] += x[self.last + s]
+            np.cumsum(x[a:b], axis=0, out=x[a:b])
+
+    def suffix_max(self, x: np.ndarray) -> None:
+        """In place, ``x [layout, b]``: the largest value from here to the segment's end."""
+        for s, (a, b) in enumerate(self.tail):
+            x[a:b] = np.maximum.accumulate(x[a:b][::-1], axis=0)[::-1]
+            np.maximum(x[self.last + s], x[a], out=x[self.last + s])
+        for (at, _), (nxt, n) in zip(self.rows[-2::-1], self.rows[:0:-1]):
+            np.maximum(x[at : at + n], x[nxt : nxt + n], out=x[at : at + n])
+
+    def increments(self, x: np.ndarray) -> np.ndarray:
+        """``x [layout, b]``, each value less the previous one of its segment (itself at a segment's start)."""
+        d = x.copy()
+        for (prev, _), (at, n) in zip(self.rows, self.rows[1:]):
+            np.subtract(d[at : at + n], x[prev : prev + n], out=d[at : at + n])
+        if self.tail:
+            lo = self.tail[0][0]
+            d[lo + 1 :] -= x[lo:-1]
+            d[self.tail_starts] = x[self.tail_starts] - x[self.last : self.last + self.num_long]
+        return d
+
+    def sums(self, x: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+        """``[segments (sorted), b]``: the sum over each segment of ``x [layout, b]``."""
+        if not self.rows:
+            return np.zeros((0, x.shape[1]), dtype)
+        acc = x[: self.rows[0][1]].astype(dtype)
+        for at, n in self.rows[1:]:
+            acc[:n] += x[at : at + n]
+        if self.tail:
+            lo = self.tail[0][0]
+            acc[: self.num_long] += np.add.reduceat(x[lo:], self.tail_starts - lo, axis=0)
+        return acc
 
 
 def _thresholds_reached(recall: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -240,71 +316,179 @@ def _thresholds_reached(recall: np.ndarray, thresholds: np.ndarray) -> np.ndarra
     return count
 
 
-def _chunk_ap(m: RankingMatches, weights: np.ndarray, seg_len: np.ndarray, seg_cat: np.ndarray) -> np.ndarray:
-    """:func:`resampled_ap` of one chunk of resamples ``[b, I]`` (float64)."""
-    num_b = weights.shape[0]
-    rec_thrs = np.append(m.rec_thrs, np.inf)
-    gt = weights @ m.npig  # [b, K] ground truths per category
+def _reached_table(rec_thrs: np.ndarray) -> np.ndarray | None:
+    """COCO's recall thresholds reached, looked up by ``2 * floor(q) + (q > floor(q))`` where
+    ``q = m * tp / gt`` (``m + 1`` thresholds), or None when the thresholds are not ``0, 1/m, .., 1``.
+
+    A recall ``tp / gt`` of integers lies either exactly on ``j / m`` (``q`` is the integer ``j``) or
+    at least ``1 / (m * gt)`` away from every threshold, so the count is exact; on ``j / m`` it is
+    what COCO's float64 comparison gives (``0.7`` is below COCO's ``np.linspace`` value, for one).
+    """
+    m = rec_thrs.size - 1
+    if m < 1 or not np.allclose(rec_thrs, np.linspace(0.0, 1.0, m + 1), rtol=0.0, atol=1e-12):
+        return None
+    j = np.arange(m + 1)
+    table = np.zeros(2 * m + 1, np.float64)
+    table[0::2] = np.searchsorted(rec_thrs, j / m, side="right")  # exactly on j / m, as COCO compares
+    table[1::2] = np.searchsorted(rec_thrs, (j[:-1] + 0.5) / m, side="right")  # strictly between
+    return table
+
+
+def _table_reached(tp: np.ndarray, gt: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """COCO's recall thresholds reached at recall ``tp / gt`` (integer counts, ``gt >= 1``), by
+    :func:`_reached_table`; in ``tp``'s dtype, exact in float32 while ``m * gt < 2**24``. Overwrites ``tp``."""
+    q = np.multiply(tp, table.size // 2, out=tp)
+    q /= gt  # rounded, but an integer exactly where m * tp / gt is one, and floor(q) exact
+    floor = q.astype(np.intp)
+    key = floor + floor
+    key += q > floor
+    return np.take(table.astype(tp.dtype), key)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every chunk of resamples of a ranking shares (:func:`_plan`)."""
+
+    tps: _Layout  # the true positives' (threshold, category) segments
+    blocks: _Layout  # the counted detections in blocks, each up to a true positive's detection
+    cats: _Layout  # the blocks' categories
+    block_at: np.ndarray  # per block (in the categories' layout): where its sum is (blocks' order)
+    tp_img: np.ndarray  # per true positive (in the layout): its image
+    tp_det: np.ndarray  # where its detection's block is in the categories' layout
+    tp_cat: np.ndarray  # its category
+    seg_cat: np.ndarray  # [segments, K] one-hot category of each segment (the layout's order)
+    det_img: np.ndarray  # per counted detection (in the blocks' layout): its image
+    ign_at: np.ndarray | None  # ignored detections: the true positives they count against (unique)
+    ign_first: np.ndarray | None
+    ign_img: np.ndarray | None
+    table: np.ndarray | None  # _reached_table
+
+
+def _plan(m: RankingMatches) -> _Plan:
+    tps = _Layout(m.tp_starts, m.tp_img.size)
+    tp_order = np.empty_like(tps.position)
+    tp_order[tps.position] = np.arange(tps.position.size)  # layout -> matches' order
+    # the detections in blocks that end at a true positive's detection (every category's last
+    # counted detection is one): the counts up to a true positive are a running sum over blocks
+    ends = np.unique(m.tp_det)
+    blocks = _Layout(np.append(0, ends[:-1] + 1) if ends.size else ends, m.det_img.size)
+    det_order = np.empty_like(blocks.position)
+    det_order[blocks.position] = np.arange(blocks.position.size)
+    block_cat = np.searchsorted(m.det_starts, ends, side="right")
+    cats = _Layout(np.flatnonzero(np.diff(block_cat, prepend=-1)), ends.size)
+    block_rank = np.empty_like(blocks.order)
+    block_rank[blocks.order] = np.arange(blocks.order.size)
+    block_at = np.empty_like(cats.position)
+    block_at[cats.position] = block_rank
+    seg_len = np.diff(np.append(m.tp_starts, m.tp_img.size))
+    seg_cat = np.zeros((m.tp_starts.size, m.num_categories), np.float64)
+    seg_cat[np.arange(m.tp_starts.size), m.tp_seg_cat[tps.order]] = 1.0
+    ign_at = ign_first = ign_img = None
+    if m.ign_row is not None:
+        rows, ign_first = np.unique(m.ign_row, return_index=True)
+        ign_at, ign_img = tps.position[rows], m.ign_img
+    return _Plan(
+        tps=tps,
+        blocks=blocks,
+        cats=cats,
+        block_at=block_at,
+        tp_img=m.tp_img[tp_order],
+        tp_det=cats.position[np.searchsorted(ends, m.tp_det[tp_order])],
+        tp_cat=np.repeat(m.tp_seg_cat, seg_len)[tp_order],
+        seg_cat=seg_cat,
+        det_img=m.det_img[det_order],
+        ign_at=ign_at,
+        ign_first=ign_first,
+        ign_img=ign_img,
+        table=_reached_table(m.rec_thrs),
+    )
+
+
+def _chunk_ap(m: RankingMatches, plan: _Plan, weights: np.ndarray) -> np.ndarray:
+    """:func:`resampled_ap` of one chunk of resamples ``[b, I]`` (in the dtype to compute in).
+
+    Every array is ``[position, b]``: a gather copies rows of ``b`` values, a scan adds whole slices.
+    """
+    weights = np.ascontiguousarray(weights.T)  # [I, b]
+    gt = m.npig.T.astype(weights.dtype) @ weights  # [K, b] ground truths per category
     valid = gt > 0
-    sums = np.zeros((num_b, m.num_categories), np.float64)
+    sums = np.zeros((m.num_categories, weights.shape[1]), np.float64)
     if m.tp_img.size:
-        starts = m.tp_starts
         # detections counted up to each true positive (of its category, less those ignored at its threshold)
-        dets = _segment_cumsum(np.take(weights, m.det_img, axis=1), m.det_starts)
-        counted = np.take(dets, m.tp_det, axis=1)
-        if m.ign_row is not None:
-            rows, first = np.unique(m.ign_row, return_index=True)
+        dets = np.take(
+            plan.blocks.sums(np.take(weights, plan.det_img, axis=0), weights.dtype), plan.block_at, axis=0
+        )
+        plan.cats.cumsum(dets)
+        counted = np.take(dets, plan.tp_det, axis=0)
+        if plan.ign_at is not None:
             ignored = np.zeros_like(counted)
-            ignored[:, rows] = np.add.reduceat(np.take(weights, m.ign_img, axis=1), first, axis=1)
-            counted -= _segment_cumsum(ignored, starts)
+            ignored[plan.ign_at] = np.add.reduceat(
+                np.take(weights, plan.ign_img, axis=0), plan.ign_first, axis=0
+            )
+            plan.tps.cumsum(ignored)
+            counted -= ignored
         np.maximum(counted, 1.0, out=counted)  # nothing counted yet: tp is 0 there, so is precision
-        tp = _segment_cumsum(np.take(weights, m.tp_img, axis=1), starts)
+        tp = np.take(weights, plan.tp_img, axis=0)
+        plan.tps.cumsum(tp)
         precision = np.divide(tp, counted, out=counted)
-        recall = np.divide(tp, np.take(np.where(valid, gt, 1.0), seg_cat, axis=1), out=tp)
-        reached = _thresholds_reached(recall, rec_thrs)  # recall thresholds reached so far
-        newly = reached.copy()
-        newly[:, 1:] -= reached[:, :-1]
-        newly[:, starts] = reached[:, starts]
-        # interpolated precision: the best precision from here to the segment's end (an offset per
-        # segment, larger for earlier segments, keeps the running maximum inside its segment)
-        offset = 2.0 * np.repeat(np.arange(starts.size, 0, -1, dtype=np.float64), seg_len)
-        precision += offset
-        best = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-        best *= newly
-        per_segment = np.add.reduceat(best, starts, axis=1)  # [b, n]: sum of (best + offset) * newly
-        ends = np.append(starts[1:], m.tp_img.size) - 1
-        per_segment -= reached[:, ends] * offset[starts]  # the offset's share: offset * thresholds reached
-        np.add.at(sums.T, m.tp_seg_cat, per_segment.T)
+        gt_at = np.take(np.where(valid, gt, 1.0), plan.tp_cat, axis=0)
+        if plan.table is not None:  # recall thresholds reached so far
+            reached = _table_reached(tp, gt_at, plan.table)
+        else:
+            recall = np.divide(tp, gt_at, out=tp)
+            reached = _thresholds_reached(recall, np.append(m.rec_thrs, np.inf)).astype(weights.dtype)
+        newly = plan.tps.increments(reached)
+        # interpolated precision: the best precision from here to the segment's end, at each recall
+        # threshold newly reached here
+        plan.tps.suffix_max(precision)
+        precision *= newly
+        sums = plan.seg_cat.T @ plan.tps.sums(precision)
     ap_k = sums / (m.num_thresholds * m.rec_thrs.size)
-    count = valid.sum(axis=1)
+    count = valid.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, (ap_k * valid).sum(axis=1) / count, np.nan)
+        return np.where(count > 0, (ap_k * valid).sum(axis=0) / count, np.nan)
 
 
-def resampled_ap(matches: RankingMatches, weights: np.ndarray, workers: int | None = None) -> np.ndarray:
+def resampled_ap(
+    matches: RankingMatches, weights: np.ndarray, workers: int | None = None, dtype: Any = np.float64
+) -> np.ndarray:
     """COCO mask AP (a fraction) of the ranking on each resample of the images.
 
     Args:
         matches: from :func:`collect_matches`.
         weights: ``[B, I]`` integer multiplicities per resample and image (all ones: the evaluated set).
         workers: threads over chunks of resamples (default: the CPU count, at most 8).
+        dtype: what to compute in: ``float64`` (COCOeval's AP to about 1e-12) or ``float32`` (counts
+            stay exact, the precisions are rounded: about 1e-7 off, and faster; float64 is used
+            anyway where a count could pass float32's exact integers or the recall thresholds are
+            not COCO's evenly spaced ones).
 
     Returns:
         ``float64 [B]``; NaN for a resample without any ground truth (COCO's -1).
     """
     m = matches
-    weights = np.asarray(weights, np.float64)
-    seg_len = np.diff(np.append(m.tp_starts, m.tp_img.size))
-    seg_cat = np.repeat(m.tp_seg_cat, seg_len)
-    width = max(m.tp_img.size + m.det_img.size, 1)
-    chunk = int(max(1, min(weights.shape[0], CHUNK_BYTES // (8 * width))))
+    plan = _plan(m)
+    weights = np.asarray(weights)
+    if np.dtype(dtype) == np.float32:  # exact integers below 2**24: every count, and m * tp
+        per_image = np.stack(
+            [m.npig.max(axis=1, initial=0) * m.rec_thrs.size, np.bincount(m.det_img, minlength=m.num_images)],
+            1,
+        )
+        if plan.table is None or (weights.astype(np.float64) @ per_image).max(initial=0) >= 2**24:
+            dtype = np.float64
+    weights = weights.astype(dtype)
+    width = max(m.tp_img.size, 1)
+    # cache-sized chunks, unless the scans' Python loop (one step per row) would cost more than the work
+    steps = 4 * len(plan.tps.rows) + len(plan.blocks.rows) + len(plan.cats.rows)
+    chunk = max(CHUNK_BYTES // (weights.itemsize * width), -(-STEP_COST * steps // (4 * width)))
+    chunk = int(max(1, min(weights.shape[0], chunk)))
     blocks = [weights[s : s + chunk] for s in range(0, weights.shape[0], chunk)]
     workers = min(workers or min(os.cpu_count() or 1, 8), len(blocks))
     if workers <= 1:
-        parts = [_chunk_ap(m, block, seg_len, seg_cat) for block in blocks]
+        parts = [_chunk_ap(m, plan, block) for block in blocks]
     else:  # numpy releases the GIL in its loops: the chunks run side by side
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(lambda block: _chunk_ap(m, block, seg_len, seg_cat), blocks))
+            parts = list(pool.map(lambda block: _chunk_ap(m, plan, block), blocks))
     return np.concatenate(parts) if parts else np.zeros(0, np.float64)
 
 
@@ -373,7 +557,7 @@ def paired_differences(
             )
     num_i = sizes.pop()
     weights = multiplicities(num_i, resamples, seed)
-    aps = {n: resampled_ap(matches[n], weights) for n in names}
+    aps = {n: resampled_ap(matches[n], weights, dtype=np.float32) for n in names}
 
     def points(value: float) -> float:
         value = float(value) * 100.0
