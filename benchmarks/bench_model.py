@@ -227,6 +227,30 @@ def bench_inference(
 
 
 # --------------------------------------------------------------------------- training step
+def sgd_step(model: torch.nn.Module, images, targets):
+    """A training step of ``model`` (paper recipe: momentum 0.9, weight decay 1e-4; a tiny LR keeps random
+    weights finite); round k seeds the RoI sampling with 1000 + k, so two models sample the same RoIs."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=1e-4)
+    calls = [0]
+
+    def step():
+        torch.manual_seed(1000 + calls[0])
+        calls[0] += 1
+        loss = sum(model(images, targets).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def forward_backward_once(model: torch.nn.Module, images, targets) -> None:
+    """One seeded forward and backward (what the FLOP counts measure)."""
+    torch.manual_seed(999)
+    sum(model(images, targets).values()).backward()
+    model.zero_grad(set_to_none=True)
+
+
 def bench_train_step(
     size: tuple[int, int],
     batch: int,
@@ -244,29 +268,8 @@ def bench_train_step(
     _, unexpected = plain.load_state_dict(ms.state_dict(), strict=False)
     assert all("maskiou" in k for k in unexpected)
     images, targets = synthetic_targets(batch, *size, num_gt=num_gt, seed=2)
-
-    def make_step(model: torch.nn.Module):
-        # paper recipe (momentum 0.9, weight decay 1e-4); a tiny LR keeps random weights finite
-        opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=1e-4)
-        calls = [0]
-
-        def step():
-            torch.manual_seed(1000 + calls[0])  # both models sample the same RoIs in round k
-            calls[0] += 1
-            losses = model(images, targets)
-            loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        return step
-
-    def forward_backward(model):
-        torch.manual_seed(999)
-        loss = sum(model(images, targets).values())
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-
+    make_step = lambda model: sgd_step(model, images, targets)  # noqa: E731
+    forward_backward = lambda model: forward_backward_once(model, images, targets)  # noqa: E731
     flops_ms, _ = count_flops(lambda: forward_backward(ms))
     flops_plain, _ = count_flops(lambda: forward_backward(plain))
 
@@ -328,28 +331,10 @@ def bench_train_step_samples(
             backbone="r18_fpn", num_classes=NUM_CLASSES, head={"samples": samples}, **kwargs
         ).train()
     images, targets = synthetic_targets(batch, *size, num_gt=num_gt, seed=2)
-
-    def make_step(model: torch.nn.Module):
-        opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=1e-4)
-        calls = [0]
-
-        def step():
-            torch.manual_seed(1000 + calls[0])  # both models sample the same RoIs in round k
-            calls[0] += 1
-            loss = sum(model(images, targets).values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        return step
-
-    def forward_backward(model):
-        torch.manual_seed(999)
-        sum(model(images, targets).values()).backward()
-        model.zero_grad(set_to_none=True)
-
-    flops = {k: count_flops(lambda m=m: forward_backward(m))[0] for k, m in models.items()}
-    timings = compare({k: make_step(m) for k, m in models.items()}, repeats, warmup)
+    flops = {
+        k: count_flops(lambda m=m: forward_backward_once(m, images, targets))[0] for k, m in models.items()
+    }
+    timings = compare({k: sgd_step(m, images, targets) for k, m in models.items()}, repeats, warmup)
     bound = flops["detections"] / flops["positives"]
     ratio = paired_ratio(timings["detections"], timings["positives"])
     return {
