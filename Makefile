@@ -30,7 +30,8 @@ install:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
 		{ echo "msrcnn: installing uv with pip ($(PYTHON) -m pip install uv)"; $(PYTHON) -m pip install --quiet uv; }
 	@if [ -L .venv ]; then echo "msrcnn: replacing the .venv link (a shared environment) by a project environment"; rm .venv; fi
-	@$(UV) sync --frozen --inexact --extra cluster --extra export
+	@[ -x $(PY) ] || echo "msrcnn: setting up .venv from uv.lock (uv sync; under a minute with a warm uv cache)"
+	@$(UV) sync --quiet --frozen --inexact --extra cluster --extra export
 
 train: install
 	$(PY) src/train.py experiment=demo $(ARGS)

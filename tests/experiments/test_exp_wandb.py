@@ -235,7 +235,7 @@ def test_job_identity_names_a_sweep_job_by_its_swept_overrides(monkeypatch, tmp_
 
 
 def test_an_in_process_run_with_the_default_logger_writes_its_wandb_run_inside_the_run_dir(
-    tmp_path, shapes_dir, monkeypatch
+    tmp_path, shapes_dir, monkeypatch, capfd
 ):
     """The default logger (W&B, offline): one run, named and grouped by the experiment, its files in
     <run dir>/wandb and nowhere else, finished with exit code 0, its summary the final APs."""
@@ -261,6 +261,7 @@ def test_an_in_process_run_with_the_default_logger_writes_its_wandb_run_inside_t
     assert cfg.logger.name == "wandb"  # the default
     results = train(cfg)
     assert wandb.run is None  # finished with the job
+    assert "anonymous" not in capfd.readouterr().err  # wandb's deprecation line, not the project's
     (run,) = offline_runs(run_dir)
     assert run.path.parent == run_dir / "wandb"
     assert (run.name, run.group, run.job_type, run.exit_code) == ("demo", "demo", "train", 0)

@@ -149,7 +149,7 @@ def make_wandb_logger(
     finish_wandb_run(exit_code=0, reason="a new job starts")  # a run left open by an earlier job
     wandb_environment(run_dir)
     extra: dict[str, Any] = {"id": id, "resume": "allow"} if id else {}
-    return RunConfigWandbLogger(
+    logger = RunConfigWandbLogger(
         project=project,
         group=group,
         tags=list(tags),
@@ -160,6 +160,12 @@ def make_wandb_logger(
         job_type=job_type,
         **extra,
     )
+    # Lightning always passes wandb's deprecated `anonymous` setting (None), and wandb then prints "The
+    # anonymous setting has no effect" on every run: a line that is not the project's. Not passed at all.
+    init_kwargs = getattr(logger, "_wandb_init", None)
+    if isinstance(init_kwargs, dict) and init_kwargs.get("anonymous") is None:
+        init_kwargs.pop("anonymous", None)
+    return logger
 
 
 # ------------------------------------------------------------------ the end of a job
