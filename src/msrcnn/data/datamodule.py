@@ -13,6 +13,7 @@ import math
 import os
 import random
 import signal
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,16 +46,36 @@ def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Te
     return list(images), list(targets)
 
 
+def leave_signals_to_the_parent() -> None:
+    """In a data-loader worker: SIGTERM and SIGUSR1 sent to the whole process group (SLURM, ``timeout``,
+    container runtimes) are the main process's to handle (it saves a checkpoint and stops the workers
+    itself, :mod:`msrcnn.training.preemption`); a worker killed by them would end the run in a DataLoader
+    traceback instead. SIGUSR1 is ignored. SIGTERM is taken by a thread that reads who sent it: from the
+    main process (``multiprocessing``'s ``terminate()``, e.g. when the interpreter exits with a worker left
+    over) the worker ends at once; from anyone else it is ignored. (Ignoring SIGTERM outright would make
+    that ``terminate()`` wait forever.) Where ``sigwaitinfo`` is missing (not Linux), SIGTERM is left as is.
+    """
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the thread below inherits the mask
+
+    def wait_for_sigterm() -> None:
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=wait_for_sigterm, name="msrcnn-sigterm", daemon=True).start()
+
+
 def seed_worker(worker_id: int) -> None:
     """Seed numpy and ``random`` in a worker from torch's per-worker seed (derived from the loader's generator).
 
-    The worker also ignores SIGTERM and SIGUSR1: sent to the whole process group (SLURM, ``timeout``,
-    container runtimes), they are the main process's to handle (it saves a checkpoint and stops the
-    workers itself, :mod:`msrcnn.training.preemption`); a worker killed by them would end the run in a
-    DataLoader traceback instead.
+    The worker also leaves SIGTERM and SIGUSR1 to the main process (:func:`leave_signals_to_the_parent`).
     """
-    for signum in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(signum, signal.SIG_IGN)
+    leave_signals_to_the_parent()
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
