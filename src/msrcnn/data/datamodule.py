@@ -9,11 +9,12 @@ replace the evaluation sampler with a padded one and count some images twice.
 
 from __future__ import annotations
 
+import atexit
 import math
+import multiprocessing
 import os
 import random
 import signal
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,24 +51,22 @@ def leave_signals_to_the_parent() -> None:
     """In a data-loader worker: SIGTERM and SIGUSR1 sent to the whole process group (SLURM, ``timeout``,
     container runtimes) are the main process's to handle (it saves a checkpoint and stops the workers
     itself, :mod:`msrcnn.training.preemption`); a worker killed by them would end the run in a DataLoader
-    traceback instead. SIGUSR1 is ignored. SIGTERM is taken by a thread that reads who sent it: from the
-    main process (``multiprocessing``'s ``terminate()``, e.g. when the interpreter exits with a worker left
-    over) the worker ends at once; from anyone else it is ignored. (Ignoring SIGTERM outright would make
-    that ``terminate()`` wait forever.) Where ``sigwaitinfo`` is missing (not Linux), SIGTERM is left as is.
+    traceback instead, so the worker ignores both. A worker still alive when the main process exits is
+    ended by :func:`_end_leftover_workers` (``multiprocessing``'s own ``terminate()`` sends the SIGTERM the
+    worker ignores, and would then wait for it forever).
     """
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    if not hasattr(signal, "sigwaitinfo"):
-        return
-    parent = os.getppid()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the thread below inherits the mask
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
 
-    def wait_for_sigterm() -> None:
-        while True:
-            info = signal.sigwaitinfo({signal.SIGTERM})
-            if info.si_pid == parent:
-                os._exit(0)
 
-    threading.Thread(target=wait_for_sigterm, name="msrcnn-sigterm", daemon=True).start()
+@atexit.register  # registered after multiprocessing's exit handler, so it runs before it
+def _end_leftover_workers() -> None:
+    """At the main process's exit, SIGKILL the daemonic children still running (data-loader workers left
+    by an iterator never collected), which ignore SIGTERM (:func:`leave_signals_to_the_parent`)."""
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(timeout=10)
 
 
 def seed_worker(worker_id: int) -> None:
