@@ -268,10 +268,8 @@ def bench_train_step(
     _, unexpected = plain.load_state_dict(ms.state_dict(), strict=False)
     assert all("maskiou" in k for k in unexpected)
     images, targets = synthetic_targets(batch, *size, num_gt=num_gt, seed=2)
-    make_step = lambda model: sgd_step(model, images, targets)  # noqa: E731
-    forward_backward = lambda model: forward_backward_once(model, images, targets)  # noqa: E731
-    flops_ms, _ = count_flops(lambda: forward_backward(ms))
-    flops_plain, _ = count_flops(lambda: forward_backward(plain))
+    flops_ms, _ = count_flops(lambda: forward_backward_once(ms, images, targets))
+    flops_plain, _ = count_flops(lambda: forward_backward_once(plain, images, targets))
 
     target_times: list[float] = []
     original = roi_heads_module.mask_iou_targets_matched
@@ -282,7 +280,7 @@ def bench_train_step(
         target_times.append(time.perf_counter() - start)
         return out
 
-    step_ms, step_plain = make_step(ms), make_step(plain)
+    step_ms, step_plain = sgd_step(ms, images, targets), sgd_step(plain, images, targets)
     roi_heads_module.mask_iou_targets_matched = timed_targets
     try:
         timings = compare({"ms": step_ms, "no_maskiou": step_plain}, repeats, warmup)

@@ -341,11 +341,11 @@ class MaskScoringRoIHeads(RoIHeads):
             hr = self._highres_features(features, boxes, image_shapes)
             head_input = roi_features if hr is None else hr
             classes = torch.cat([c for _, c in picked])
-            class_logits_ = mask_logits[torch.arange(classes.shape[0], device=classes.device), classes]
+            class_masks = mask_logits[torch.arange(classes.shape[0], device=classes.device), classes]
             values = torch.cat(
                 [
                     negative_targets(lg, b, c, t["boxes"], t["labels"], t["masks"])
-                    for lg, b, (_, c), t in zip(class_logits_.split(counts), boxes, picked, targets)
+                    for lg, b, (_, c), t in zip(class_masks.split(counts), boxes, picked, targets)
                 ]
             )
         return head_input, mask_logits, classes, values
