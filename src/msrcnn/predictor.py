@@ -30,7 +30,7 @@ from faster_coco_eval.core import mask as mask_utils
 from PIL import Image, ImageOps
 
 from msrcnn.evaluation.records import DetectionRecord, make_record, top_detections
-from msrcnn.models import MaskScoringRCNN
+from msrcnn.models import load_model
 
 __all__ = ["PRECISIONS", "SORT_KEYS", "ImageInput", "Prediction", "Predictor", "to_image_tensor"]
 
@@ -248,7 +248,7 @@ class Predictor:
 
     Args:
         ckpt_path: a checkpoint of ``src/train.py`` (loaded by
-            :meth:`msrcnn.models.MaskScoringRCNN.from_checkpoint`; no pretrained-weight files needed).
+            :func:`msrcnn.models.load_model`; no pretrained-weight files needed).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         max_dets: detections kept per image (the highest class scores, as COCO evaluation keeps them).
         score_threshold: detections with a lower class score are dropped.
@@ -290,7 +290,7 @@ class Predictor:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.ckpt_path = Path(ckpt_path)
-        self.model = MaskScoringRCNN.from_checkpoint(ckpt_path, map_location="cpu", soft_nms=soft_nms)
+        self.model = load_model(ckpt_path, map_location="cpu", soft_nms=soft_nms)
         self.model.to(self.device)
         self.class_names: list[str] = list(self.model.class_names or [])
         self.category_ids: list[int] = list(self.model.category_ids or [])

@@ -20,8 +20,7 @@ from msrcnn.app.predict import predict
 from msrcnn.app.train import train
 from msrcnn.config import to_plain, validate
 from msrcnn.data import SHAPES_CATEGORIES
-from msrcnn.models import MaskScoringRCNN, build_model
-from msrcnn.models.checkpoint import model_kwargs
+from msrcnn.models import build_model, load_model, model_kwargs
 from msrcnn.training import MaskScoringModule
 from msrcnn_testing import CONF, TINY, user_error_line
 
@@ -59,19 +58,19 @@ def _config(run_config, **changes):
 def test_a_checkpoint_without_state_dict(tmp_path, run_config):
     path = tmp_path / "nostate.ckpt"
     torch.save({"hyper_parameters": {"config": _config(run_config)}, "epoch": 3}, path)
-    line = user_error_line(MaskScoringRCNN.from_checkpoint, path)
+    line = user_error_line(load_model, path)
     assert line == f"error: {path} is not a checkpoint of msrcnn: it has no state_dict"
 
 
 def test_a_checkpoint_with_no_model_weights(tmp_path, run_config):
     path = _save(tmp_path / "empty.ckpt", {"other.weight": torch.zeros(2)}, _config(run_config))
-    line = user_error_line(MaskScoringRCNN.from_checkpoint, path)
+    line = user_error_line(load_model, path)
     assert line == f"error: {path} is not a checkpoint of msrcnn: its state_dict has no model.* weights"
 
 
 def test_a_category_count_mismatch(tmp_path, run_config, weights):
     path = _save(tmp_path / "cats.ckpt", weights, _config(run_config, category_ids=IDS[:2]))
-    line = user_error_line(MaskScoringRCNN.from_checkpoint, path)
+    line = user_error_line(load_model, path)
     assert line == f"error: the checkpoint records 2 category ids for {len(NAMES)} classes"
 
 

@@ -14,7 +14,7 @@ from msrcnn.app.export import export
 from msrcnn.config import ConfigError
 from msrcnn.data import SHAPES_CATEGORIES
 from msrcnn.export import OUTPUTS, export_onnx
-from msrcnn.models import MaskScoringRCNN
+from msrcnn.models import load_model
 from msrcnn_testing import run_script, untrained_checkpoint
 
 CLASS_NAMES = [name for _, name in SHAPES_CATEGORIES]
@@ -46,7 +46,7 @@ def run_onnx(path, image):
 
 
 def test_onnx_runtime_gives_the_eager_models_boxes_masks_maskiou_and_mask_scores(checkpoint, tmp_path):
-    model = MaskScoringRCNN.from_checkpoint(checkpoint, soft_nms=False)
+    model = load_model(checkpoint, soft_nms=False)
     first, second = images()
     with torch.inference_mode():
         scores = torch.cat([model([image])[0]["scores"] for image in (first, second)]).sort().values
@@ -78,7 +78,7 @@ def test_onnx_runtime_gives_the_eager_models_boxes_masks_maskiou_and_mask_scores
     assert json.loads(meta["class_names"]) == CLASS_NAMES
     assert json.loads(meta["category_ids"]) == [i for i, _ in SHAPES_CATEGORIES]
     with pytest.raises(ValueError, match="Soft-NMS does not export"):
-        export_onnx(MaskScoringRCNN.from_checkpoint(checkpoint), tmp_path / "soft.onnx")
+        export_onnx(load_model(checkpoint), tmp_path / "soft.onnx")
     assert not (tmp_path / "soft.onnx").exists()
 
 
@@ -96,7 +96,7 @@ def test_export_script_writes_and_checks_the_file(checkpoint, tmp_path):
     )
     assert f"onnx: {out}" in proc.stdout and "uses plain NMS" in proc.stdout
     assert "check (ONNX Runtime vs PyTorch, " in proc.stdout
-    eager = MaskScoringRCNN.from_checkpoint(checkpoint, soft_nms=False)
+    eager = load_model(checkpoint, soft_nms=False)
     pixels = torch.from_numpy(np.array(Image.open(image))).permute(2, 0, 1).float() / 255
     got = run_onnx(out, pixels)
     with torch.inference_mode():

@@ -232,11 +232,11 @@ def test_eval_on_a_split_without_annotations_writes_detections_only(trained_run,
 
 
 def test_a_real_checkpoint_loads_through_both_public_ways(trained_run):
-    from msrcnn.models import MaskScoringRCNN
+    from msrcnn.models import load_model
 
     out, _ = trained_run
     ckpt = out / "checkpoints" / "last.ckpt"
-    model = MaskScoringRCNN.from_checkpoint(ckpt)
+    model = load_model(ckpt)
     module = MaskScoringModule.load_from_checkpoint(ckpt, map_location="cpu")
     assert not model.training and model.class_names == list(module.hparams["config"]["class_names"])
     assert model.category_ids == [1, 2, 4, 5, 7, 9]  # the shapes dataset's own ids

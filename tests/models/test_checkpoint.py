@@ -1,4 +1,4 @@
-"""MaskScoringRCNN.from_checkpoint: one plain-torch way to get a trained model, and clear errors."""
+"""msrcnn.models.load_model: one plain-torch way to get a trained model, and clear errors."""
 
 import subprocess
 import sys
@@ -8,8 +8,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from msrcnn.config import to_plain, validate
-from msrcnn.models import CheckpointError, MaskScoringRCNN, build_model
-from msrcnn.models.checkpoint import checkpoint_categories, model_kwargs
+from msrcnn.models import CheckpointError, MaskScoringRCNN, build_model, load_model, model_kwargs
+from msrcnn.models.factory import checkpoint_categories
 from msrcnn_testing import CONF, TINY
 
 CLASS_NAMES = ["ellipse", "rectangle", "triangle"]
@@ -57,7 +57,7 @@ def trained(tmp_path_factory):
 
 def test_from_checkpoint_gives_the_trained_model_in_eval_mode_with_its_classes(trained):
     model, path = trained
-    loaded = MaskScoringRCNN.from_checkpoint(path, map_location="cpu")
+    loaded = load_model(path, map_location="cpu")
     assert not loaded.training and loaded.has_maskiou
     assert loaded.class_names == CLASS_NAMES and loaded.category_ids == CATEGORY_IDS
     assert loaded.config["backbone"]["pretrained"] == "imagenet"  # not read: no weight files needed
@@ -68,8 +68,8 @@ def test_from_checkpoint_gives_the_trained_model_in_eval_mode_with_its_classes(t
         want, got = model([image])[0], loaded([image])[0]
     assert torch.equal(want["boxes"], got["boxes"]) and torch.equal(want["mask_ious"], got["mask_ious"])
     assert loaded.roi_heads.soft_nms.enabled == model.roi_heads.soft_nms.enabled  # as trained
-    soft = MaskScoringRCNN.from_checkpoint(path, soft_nms=True)
-    hard = MaskScoringRCNN.from_checkpoint(path, soft_nms=False)
+    soft = load_model(path, soft_nms=True)
+    hard = load_model(path, soft_nms=False)
     assert soft.roi_heads.soft_nms.enabled and not hard.roi_heads.soft_nms.enabled
 
 
@@ -77,8 +77,8 @@ def test_the_models_package_loads_a_checkpoint_without_lightning_or_hydra(traine
     _, path = trained
     code = (
         "import sys\n"
-        "from msrcnn.models import MaskScoringRCNN\n"
-        f"m = MaskScoringRCNN.from_checkpoint({str(path)!r})\n"
+        "from msrcnn.models import load_model\n"
+        f"m = load_model({str(path)!r})\n"
         "bad = [n for n in ('lightning', 'hydra', 'omegaconf') if n in sys.modules]\n"
         "assert not bad, bad\n"
         "print(m.class_names)\n"
@@ -122,11 +122,11 @@ def test_truncated_corrupt_and_foreign_files_get_one_line_naming_the_file(traine
     cases["list.pt"] = (None, "holds a list")
     for name, (_, why) in cases.items():
         with pytest.raises(CheckpointError) as info:
-            MaskScoringRCNN.from_checkpoint(tmp_path / name)
+            load_model(tmp_path / name)
         message = str(info.value)
         assert str(tmp_path / name) in message and why in message and "\n" not in message, message
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        MaskScoringRCNN.from_checkpoint(tmp_path / "missing.ckpt")
+        load_model(tmp_path / "missing.ckpt")
 
 
 def test_weights_that_do_not_fit_the_config_are_reported(trained, tmp_path):
@@ -135,7 +135,7 @@ def test_weights_that_do_not_fit_the_config_are_reported(trained, tmp_path):
     ckpt["hyper_parameters"]["config"]["num_classes"] = 7
     torch.save(ckpt, tmp_path / "wrong.ckpt")
     with pytest.raises(CheckpointError, match="weights do not fit"):
-        MaskScoringRCNN.from_checkpoint(tmp_path / "wrong.ckpt")
+        load_model(tmp_path / "wrong.ckpt")
 
 
 def test_categories_fall_back_to_the_annotation_file_then_to_label_order(tmp_path):
@@ -169,7 +169,7 @@ def test_a_checkpoint_written_before_the_renames_loads_and_its_config_validates(
     with pytest.raises(Exception, match="seed"):
         validate({k: v for k, v in old.items() if k in Config.__dataclass_fields__})
     old_path = save_checkpoint(tmp_path / "old.ckpt", model, old)
-    loaded = MaskScoringRCNN.from_checkpoint(old_path)
+    loaded = load_model(old_path)
     assert "seed" not in loaded.config["data"] and "max_size" not in loaded.config["data"]
     assert loaded.config["callbacks"]["step_logger"] is False
     validate({k: v for k, v in loaded.config.items() if k in Config.__dataclass_fields__})

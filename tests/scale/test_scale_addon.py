@@ -7,8 +7,7 @@ from hydra import compose, initialize_config_dir
 from msrcnn.app.builders import build_datamodule, build_detector
 from msrcnn.app.train import prepare
 from msrcnn.config import to_plain
-from msrcnn.models import build_model
-from msrcnn.models.checkpoint import model_kwargs
+from msrcnn.models import build_model, model_kwargs
 from msrcnn_testing import CONF, TINY, run_script
 
 

@@ -15,12 +15,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from msrcnn.config import ConfigError
 from msrcnn.data import DetectionDataModule, SplitSpec
-from msrcnn.models import MaskScoringRCNN, build_model
-from msrcnn.models.checkpoint import CheckpointError, model_kwargs, read_weights
+from msrcnn.models import MaskScoringRCNN, build_model, model_kwargs
+from msrcnn.models.checkpoint import CheckpointError, read_weights
 from msrcnn.models.torchvision_init import init_from_torchvision, is_torchvision_source
-from msrcnn.training.callbacks import StepLogger, TimeBudget
+from msrcnn.training.callbacks import StepLogger
 from msrcnn.training.eta import RunEta, step_progress_bar
 from msrcnn.training.preemption import SaveOnSignal
+from msrcnn.training.time_budget import TimeBudget
 
 log = logging.getLogger("msrcnn.app")
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from msrcnn.app.faults import _USER_FULL_ERROR, full_errors_requested, report_disk_full
 from msrcnn.config import ConfigError
 from msrcnn.data import DataError
 from msrcnn.models import CheckpointError
@@ -33,15 +34,6 @@ EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), e.g. a scheduler's pre-emption
 
 class InterruptedRun(SystemExit):
     """The run was stopped from outside (SIGTERM, Ctrl-C): ends the process, and a whole sweep."""
-
-
-# The user's HYDRA_FULL_ERROR, kept here (and so in child processes) while run_cli sets Hydra's own to 1.
-_USER_FULL_ERROR = "MSRCNN_FULL_ERROR"
-
-
-def full_errors_requested() -> bool:
-    """``HYDRA_FULL_ERROR=1``: the user wants tracebacks, not one-line reports."""
-    return os.environ.get(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "")) == "1"
 
 
 def run_cli(hydra_main: Callable[[], Any], schema: type) -> None:
@@ -118,7 +110,6 @@ def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         capture = multirun.capturing_failures()
         if capture:
             multirun.clear_failure()
-        from msrcnn.app.faults import report_disk_full
 
         try:
             try:

@@ -18,7 +18,7 @@ from msrcnn.config import ConfigError, EvalAppConfig, to_plain, validate
 from msrcnn.config.schema import Config, DataConfig
 from msrcnn.data import DataError
 from msrcnn.evaluation.evaluator import CocoEvaluator
-from msrcnn.models import MaskScoringRCNN
+from msrcnn.models import load_model
 from msrcnn.training import MaskScoringModule
 
 
@@ -39,7 +39,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any] | None:
     output_dir = start_run(cfg)
     start = time.perf_counter()
 
-    model = MaskScoringRCNN.from_checkpoint(cfg.ckpt_path, soft_nms=cfg.soft_nms)
+    model = load_model(cfg.ckpt_path, soft_nms=cfg.soft_nms)
     trained = model.config
     data_cfg = (
         cfg.data

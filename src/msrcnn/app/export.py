@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from msrcnn.config import ConfigError, validate
 from msrcnn.config.schema import ExportAppConfig
 from msrcnn.data import DataError
-from msrcnn.models import MaskScoringRCNN
+from msrcnn.models import load_model
 
 
 def export(cfg: DictConfig) -> Path:
@@ -35,7 +35,7 @@ def export(cfg: DictConfig) -> Path:
             image = to_image_tensor(cfg.image)
         except ValueError as err:
             raise DataError(str(err)) from None
-    model = MaskScoringRCNN.from_checkpoint(cfg.ckpt_path, map_location="cpu", soft_nms=False)
+    model = load_model(cfg.ckpt_path, map_location="cpu", soft_nms=False)
     trained_soft_nms = bool(((model.config or {}).get("model") or {}).get("soft_nms", {}).get("enabled"))
     output = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_suffix(f".{cfg.format}")
     try:

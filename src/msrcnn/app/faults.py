@@ -26,6 +26,15 @@ from msrcnn.atomic import DiskFullError, no_space_cause
 EXIT_DISK_FULL = 1
 
 
+# The user's HYDRA_FULL_ERROR, kept here (and so in child processes) while run_cli sets Hydra's own to 1.
+_USER_FULL_ERROR = "MSRCNN_FULL_ERROR"
+
+
+def full_errors_requested() -> bool:
+    """``HYDRA_FULL_ERROR=1``: the user wants tracebacks, not one-line reports."""
+    return os.environ.get(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "")) == "1"
+
+
 def last_checkpoint_hint(checkpoint_dir: str | os.PathLike | None) -> str:
     """``last good checkpoint: <path> (resume with ckpt_path=<path>)``, or that there is none yet."""
     if checkpoint_dir is None:
@@ -54,8 +63,6 @@ def disk_full_message(err: BaseException, checkpoint_dir: str | os.PathLike | No
 def report_disk_full(checkpoint_dir: str | os.PathLike | None = None) -> Iterator[None]:
     """A full disk inside ends the process with one ``error: ...`` line (:func:`disk_full_message`) and
     :data:`EXIT_DISK_FULL`; other errors pass. ``HYDRA_FULL_ERROR=1`` keeps the traceback."""
-    from msrcnn.app.errors import full_errors_requested
-
     try:
         yield
     except BaseException as err:  # noqa: BLE001 - Lightning and torch wrap the OSError in their own types

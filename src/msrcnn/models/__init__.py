@@ -1,8 +1,9 @@
-"""Mask Scoring R-CNN as a plain ``torch.nn.Module`` (no Lightning, no Hydra)."""
+"""Mask Scoring R-CNN as a plain ``torch.nn.Module`` (no Lightning, no Hydra): ``build_model(...)`` builds one
+from keyword arguments, ``load_model(path)`` a trained one from a ``src/train.py`` checkpoint."""
 
 from msrcnn.models.backbones import BACKBONES, BackboneSpec, build_backbone
 from msrcnn.models.checkpoint import CheckpointError, read_checkpoint
-from msrcnn.models.factory import build_model
+from msrcnn.models.factory import build_model, load_model, model_kwargs
 from msrcnn.models.mask_scoring_rcnn import MaskScoringRCNN
 from msrcnn.models.maskiou import (
     INPUT_DESIGNS,
@@ -26,7 +27,9 @@ __all__ = [
     "MaskScoringRoIHeads",
     "build_backbone",
     "build_model",
+    "load_model",
     "mask_iou_targets",
     "maskiou_loss",
+    "model_kwargs",
     "read_checkpoint",
 ]

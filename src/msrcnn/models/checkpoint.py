@@ -1,4 +1,6 @@
-"""Reading msrcnn checkpoints with plain torch: the run's config, its weights, its categories.
+"""Reading weights files with plain torch: msrcnn checkpoints (the run's config, under today's names, and
+the detector's weights) and bare state dicts. File I/O only: turning a checkpoint's config into a model
+is :mod:`msrcnn.models.factory`'s (``load_model``).
 
 A checkpoint of ``src/train.py`` is a Lightning checkpoint whose ``hyper_parameters["config"]`` is
 the run's resolved configuration (the ``backbone``, ``head`` and ``model`` groups, plus
@@ -8,7 +10,6 @@ the run's resolved configuration (the ``backbone``, ``head`` and ``model`` group
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -20,9 +21,7 @@ log = logging.getLogger("msrcnn.models")
 
 __all__ = [
     "CheckpointError",
-    "checkpoint_categories",
-    "model_kwargs",
-    "model_of_config",
+    "model_weights",
     "read_checkpoint",
     "read_torch_file",
     "read_weights",
@@ -153,80 +152,3 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     raise CheckpointError(
         f"{path} holds no model weights: expected an msrcnn checkpoint or a state dict of tensors"
     )
-
-
-def model_of_config(config: dict[str, Any]):
-    """The (untrained) detector a checkpoint's run config describes, ``backbone.pretrained`` not read
-    (the weights come from the checkpoint). The one way from a stored config to a model:
-    :meth:`~msrcnn.models.MaskScoringRCNN.from_checkpoint` and ``MaskScoringModule`` use it.
-
-    Raises:
-        CheckpointError: the config does not describe a model this version can build.
-    """
-    from msrcnn.models.factory import build_model
-
-    try:
-        return build_model(num_classes=int(config["num_classes"]), **inference_kwargs(config))
-    except (ValueError, TypeError, KeyError) as err:
-        raise CheckpointError(f"cannot rebuild the model from its config: {err}") from None
-
-
-# Keys of the ``model`` group read by the training app, not by the model's constructor.
-TRAINING_KEYS = ("init_from", "train_only")
-
-
-def model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    """:func:`~msrcnn.models.build_model` keyword arguments of a run config: the ``backbone`` and
-    ``head`` groups as they are, the ``model`` group's keys as keyword arguments (all under their
-    config names; ``num_classes`` not included). Keys missing from an older config are left to the
-    constructors' defaults."""
-    model = {k: v for k, v in config["model"].items() if k not in TRAINING_KEYS}
-    return {"backbone": dict(config["backbone"]), "head": config.get("head") or {"name": "none"}, **model}
-
-
-def inference_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    """:func:`model_kwargs` for rebuilding a trained model: ``backbone.pretrained`` is not read
-    again (the weights come from the checkpoint). A run config records the backbone's resolved
-    ``norm`` and ``trainable_layers``; for an older one that left them null they are resolved from
-    ``pretrained`` by :func:`~msrcnn.models.backbones.backbone_defaults`, so that the state dict fits."""
-    from msrcnn.models.backbones import backbone_defaults
-
-    kwargs = model_kwargs(config)
-    backbone = kwargs["backbone"]
-    backbone["norm"], backbone["trainable_layers"] = backbone_defaults(
-        backbone.get("pretrained"), backbone.get("norm"), backbone.get("trainable_layers")
-    )
-    backbone["pretrained"] = None
-    return kwargs
-
-
-def checkpoint_categories(config: dict[str, Any]) -> list[tuple[int, str]]:
-    """``(dataset category id, class name)`` per model label 1..K of a run config.
-
-    From ``category_ids`` (what ``src/train.py`` records), else from the run's annotation file
-    when it is still where training read it, else 1..K in label order with a warning.
-    """
-    names = [str(n) for n in config["class_names"]]
-    if config.get("category_ids"):
-        ids = [int(i) for i in config["category_ids"]]
-        if len(ids) != len(names):
-            raise CheckpointError(f"the checkpoint records {len(ids)} category ids for {len(names)} classes")
-        return list(zip(ids, names))
-    data = config.get("data") or {}
-    candidates = []
-    if data.get("name") == "coco" and data.get("root"):
-        candidates.append(Path(data["root"]) / "annotations" / "instances_val2017.json")
-    for split in ("val", "train"):
-        if isinstance(data.get(split), dict) and data[split].get("ann_file"):
-            candidates.append(Path(data[split]["ann_file"]))
-    for ann_file in candidates:
-        if ann_file.is_file():
-            categories = sorted(json.loads(ann_file.read_text()).get("categories", []), key=lambda c: c["id"])
-            if [str(c["name"]) for c in categories] == names:
-                return [(int(c["id"]), str(c["name"])) for c in categories]
-    log.warning(
-        "the checkpoint does not record its category ids and its annotation file is not found: "
-        "using 1..%d in label order",
-        len(names),
-    )
-    return list(enumerate(names, start=1))

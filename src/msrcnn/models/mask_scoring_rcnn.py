@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -42,7 +41,7 @@ class MaskScoringRCNN(MaskRCNN):
         soft_nms: Soft-NMS in place of NMS, a :class:`~msrcnn.models.roi_heads.SoftNMSConfig` or a
             mapping of its fields (the config group ``model.soft_nms``: ``enabled``, ``method``
             ``linear``/``gaussian``, ``iou_threshold`` (Nt), ``sigma``, ``score_threshold``);
-            ``True``/``False`` switches it on with the default values / off.
+            ``True``/``False`` switches it on with the default values / off; ``None``: ``SoftNMSConfig()``.
         fast_mask_paste: paste the masks into the image with :func:`msrcnn.ops.paste.paste_masks_in_image`
             (default True): on a CPU one output allocation instead of a canvas per detection, the same
             masks bit for bit; on a GPU all masks at once with no host sync (to float32 rounding).
@@ -71,13 +70,13 @@ class MaskScoringRCNN(MaskRCNN):
         num_classes: int | None = None,
         *,
         head: MaskIoUConfig | Mapping[str, Any] | None = MaskIoUConfig(),  # noqa: B008 - frozen
-        soft_nms: SoftNMSConfig | Mapping[str, Any] | bool = False,
+        soft_nms: SoftNMSConfig | Mapping[str, Any] | bool | None = None,
         fast_mask_paste: bool = True,
         mask_output: MaskOutput = "image",
         **kwargs,
     ) -> None:
         super().__init__(backbone, num_classes=num_classes, **kwargs)
-        # Set by from_checkpoint: the names and dataset category ids of labels 1..K, the run's config.
+        # Set by msrcnn.models.load_model: the names and dataset category ids of labels 1..K, the run's config.
         self.class_names: list[str] | None = None
         self.category_ids: list[int] | None = None
         self.config: dict[str, Any] | None = None
@@ -157,67 +156,6 @@ class MaskScoringRCNN(MaskRCNN):
             return {**detector_losses, **proposal_losses}
         return detections
 
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | os.PathLike,
-        map_location: Any = "cpu",
-        *,
-        soft_nms: bool | None = None,
-    ) -> MaskScoringRCNN:
-        """The trained model of a ``src/train.py`` checkpoint, in eval mode.
-
-        The model is rebuilt from the config stored in the checkpoint with plain Python (no
-        Lightning, no Hydra) and gets the checkpoint's weights only: ``backbone.pretrained`` is
-        not read again, so no pretrained-weight files are needed. It carries ``class_names``,
-        ``category_ids`` (the dataset's ids of labels 1..K) and the run's ``config``.
-
-        Args:
-            path: the checkpoint (e.g. ``RUN/checkpoints/last.ckpt``).
-            map_location: where the weights go (``torch.load``'s argument); the model is moved
-                to the device of the weights.
-            soft_nms: ``True``/``False`` switches Soft-NMS on/off; ``None`` keeps the trained setting.
-
-        Raises:
-            FileNotFoundError: no such file.
-            msrcnn.models.CheckpointError: a truncated, corrupt or foreign file, or weights that
-                do not fit the model its config describes.
-        """
-        from msrcnn.models.checkpoint import (
-            CheckpointError,
-            checkpoint_categories,
-            model_of_config,
-            model_weights,
-            read_checkpoint,
-        )
-
-        ckpt = read_checkpoint(path, map_location=map_location)  # read -> config -> model
-        config = ckpt["hyper_parameters"]["config"]
-        try:
-            model = model_of_config(config)
-        except CheckpointError as err:
-            raise CheckpointError(f"{path}: {err}") from None
-        if not isinstance(model, cls):
-            raise TypeError(f"{cls.__name__}.from_checkpoint built a {type(model).__name__}")
-        weights = model_weights(ckpt)
-        try:
-            model.load_state_dict(weights, strict=True)
-        except RuntimeError as err:
-            detail = " ".join(str(err).split())
-            raise CheckpointError(
-                f"{path}: its weights do not fit the model its config describes: {detail[:300]}"
-            ) from None
-        first = next(iter(weights.values()), None)
-        if first is not None and first.device != torch.device("cpu"):
-            model.to(first.device)
-        if soft_nms is not None:
-            model.roi_heads.soft_nms = dataclasses.replace(model.roi_heads.soft_nms, enabled=bool(soft_nms))
-        categories = checkpoint_categories(config)
-        model.category_ids = [cat_id for cat_id, _ in categories]
-        model.class_names = [name for _, name in categories]
-        model.config = config
-        return model.eval()
-
     @property
     def mask_output(self) -> MaskOutput:
         """``"image"``: pasted ``masks``; ``"roi"``: box-local ``roi_masks`` (see :mod:`msrcnn.models.transform`)."""
@@ -256,7 +194,7 @@ def _as_config(cls: type, value: Any, name: str) -> Any:
             raise ValueError(
                 f"{name}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(f.name for f in dataclasses.fields(cls))}"
             )
-        return cls(**{k: getattr(v, "value", v) for k, v in value.items()})
+        return cls(**value)
     raise TypeError(f"{name} must be a {cls.__name__} or a mapping of its fields, got {value!r}")
 
 

@@ -25,6 +25,8 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.rich_progress import CustomTimeColumn
 
+from msrcnn.training.time_budget import TimeBudget
+
 log = logging.getLogger("msrcnn.training")
 
 
@@ -170,8 +172,6 @@ class RunEta(L.Callback):
 
     def _budget_plan(self, trainer: L.Trainer, planned: int, now: float) -> tuple[int, Any] | None:
         """The steps a :class:`~msrcnn.training.TimeBudget` will re-plan to, when the plan overruns it."""
-        from msrcnn.training.callbacks import TimeBudget
-
         budget = next((c for c in trainer.callbacks if isinstance(c, TimeBudget)), None)
         if budget is None or self.seconds_per_step is None:
             return None

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from msrcnn.models.checkpoint import upgrade_config
+from msrcnn.models.factory import model_of_config
 from msrcnn.training.schedule import StepSchedule, scaled_lr
 
 log = logging.getLogger("msrcnn.training")
@@ -51,7 +53,7 @@ class MaskScoringModule(L.LightningModule):
     """Trains and evaluates a detector whose forward returns losses (train) or detections (eval).
 
     ``MaskScoringModule.load_from_checkpoint(path)`` works: the model is then rebuilt from the
-    config stored in the checkpoint (as :meth:`msrcnn.models.MaskScoringRCNN.from_checkpoint` does).
+    config stored in the checkpoint (as :func:`msrcnn.models.load_model` does).
 
     Args:
         model: a ``MaskScoringRCNN`` (or any torchvision-style detector); ``None`` builds the
@@ -72,8 +74,6 @@ class MaskScoringModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if model is None:  # load_from_checkpoint: the model the stored config describes
-            from msrcnn.models.checkpoint import model_of_config, upgrade_config
-
             if not config or "num_classes" not in config:
                 raise ValueError("MaskScoringModule needs a model, or a config with num_classes to build one")
             config = upgrade_config(config)  # an older checkpoint's hyper-parameters, under today's names
