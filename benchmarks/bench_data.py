@@ -13,7 +13,8 @@ from common import median
 from hydra import compose, initialize_config_dir
 
 from msrcnn.app.builders import build_datamodule, build_detector
-from msrcnn.config import to_plain, validate
+from msrcnn.app.schemas import validate
+from msrcnn.config import to_plain
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from msrcnn.app.errors import report_user_errors, run_cli
 from msrcnn.app.evaluate import evaluate
-from msrcnn.config import EvalAppConfig
+from msrcnn.app.schemas import EvalAppConfig
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

@@ -5,28 +5,20 @@ predicted MaskIoU and mask score of every detection) and ``overlays/*.png`` into
 (default ``outputs/predict/<date>``). Detections are ranked by mask score (class score x MaskIoU).
 Other settings: ``device=cpu``, ``batch_size=8``, ``precision=bf16`` (32 | bf16 | 16), ``max_dets=100``,
 ``min_mask_score=0.2``, ``score_threshold=0.3`` (class score), ``sort_by=class_score``, ``soft_nms=true``,
-``render=false``, ``render_min_score=0.3`` (see ``msrcnn/app/predict.py`` ``PredictConfig``).
+``render=false``, ``render_min_score=0.3`` (``conf/predict.yaml``; every key and its default:
+``msrcnn.app.schemas.PredictConfig``, derived from ``msrcnn.Predictor``).
 Unreadable images are skipped and listed; the run then exits with status 2.
 """
 
-import dataclasses
-
 import hydra
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from msrcnn.app.errors import report_user_errors, run_cli
-from msrcnn.app.predict import PredictConfig, predict
-
-# The schema's fields with their defaults, plus where Hydra puts its own files (the output folder).
-_DEFAULTS = OmegaConf.to_container(OmegaConf.structured(PredictConfig))
-_DEFAULTS["output_dir"] = "outputs/predict/${now:%Y-%m-%d_%H-%M-%S}"
-_DEFAULTS["hydra"] = {"run": {"dir": "${output_dir}"}, "job": {"chdir": False}}
-assert {f.name for f in dataclasses.fields(PredictConfig)} <= set(_DEFAULTS)
-ConfigStore.instance().store(name="predict", node=_DEFAULTS)
+from msrcnn.app.predict import predict
+from msrcnn.app.schemas import PredictConfig
 
 
-@hydra.main(version_base="1.3", config_path=None, config_name="predict")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     predict(cfg)

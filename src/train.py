@@ -11,8 +11,8 @@ import hydra
 from omegaconf import DictConfig
 
 from msrcnn.app.errors import report_user_errors, run_cli
+from msrcnn.app.schemas import Config
 from msrcnn.app.train import train
-from msrcnn.config import Config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-import msrcnn.config  # noqa: F401 - registers the schemas conf/ composes onto (ConfigStore)
+import msrcnn.app.schemas  # noqa: F401 - registers the schemas conf/ composes onto (ConfigStore)
 
 
 @pytest.fixture(scope="session")

@@ -89,7 +89,8 @@ def untrained_checkpoint(out_dir: Path, prepare=None) -> Path:
     from hydra import compose, initialize_config_dir
 
     from msrcnn.app.builders import build_detector
-    from msrcnn.config import to_plain, validate
+    from msrcnn.app.schemas import validate
+    from msrcnn.config import to_plain
     from msrcnn.data import SHAPES_CATEGORIES
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -105,7 +105,13 @@ def test_the_model_and_data_code_import_no_app_config_or_training():
     """The model is a plain torch module (no Hydra, no Lightning); the data code knows no model."""
     graph = import_graph()
     rules = {
-        "msrcnn.models": ("msrcnn.app", "msrcnn.config", "msrcnn.training", "msrcnn.data", "msrcnn.evaluation"),
+        "msrcnn.models": (
+            "msrcnn.app",
+            "msrcnn.config",
+            "msrcnn.training",
+            "msrcnn.data",
+            "msrcnn.evaluation",
+        ),
         "msrcnn.ops": ("msrcnn.app", "msrcnn.config", "msrcnn.training", "msrcnn.models", "msrcnn.data"),
         "msrcnn.data": ("msrcnn.app", "msrcnn.config", "msrcnn.training", "msrcnn.models"),
     }

@@ -5,8 +5,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from msrcnn.config import ConfigError, validate
-from msrcnn.config.schema import EvalAppConfig
+from msrcnn.app.schemas import EvalAppConfig, validate
+from msrcnn.config import ConfigError
 from msrcnn_testing import CONF
 
 GROUP_OPTIONS = {
@@ -97,7 +97,7 @@ def test_trainer_accepts_every_lightning_trainer_argument_and_only_those():
     import lightning
 
     from msrcnn.app.builders import build_trainer
-    from msrcnn.config.schema import TrainerConfig
+    from msrcnn.app.schemas import TrainerConfig
 
     signature = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
     fields = {f.name for f in dataclasses.fields(TrainerConfig)} - {"_target_"}
@@ -177,7 +177,7 @@ def test_backbone_yamls_differ_only_in_name():
 
 
 def test_the_schemas_choices_are_the_codes():
-    from msrcnn.config import schema
+    from msrcnn.app import schemas as schema
     from msrcnn.models import BACKBONES, INPUT_DESIGNS, TRAIN_TARGETS
     from msrcnn.models.factory import BOX_HEADS
     from msrcnn.ops import SOFT_NMS_METHODS
@@ -205,10 +205,10 @@ def test_each_model_groups_keys_are_the_arguments_of_what_it_builds():
 
     from torchvision.models.detection import MaskRCNN
 
-    from msrcnn.config import schema
+    from msrcnn.app import schemas as schema
+    from msrcnn.app.schemas import TRAINING_KEYS
     from msrcnn.models import MaskScoringRCNN, build_model
     from msrcnn.models.backbones import build_backbone
-    from msrcnn.models.checkpoint import TRAINING_KEYS
     from msrcnn.models.roi_heads import MaskIoUConfig, SoftNMSConfig
 
     head = _defaults(schema.HeadConfig)

@@ -17,9 +17,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from msrcnn.app.builders import build_detector
-from msrcnn.config import to_plain, validate
-from msrcnn.config.schema import BackboneConfig, HeadConfig, ModelConfig
-from msrcnn.models.checkpoint import TRAINING_KEYS
+from msrcnn.app.schemas import TRAINING_KEYS, BackboneConfig, HeadConfig, ModelConfig, validate
+from msrcnn.config import to_plain
 from msrcnn_testing import CONF
 
 

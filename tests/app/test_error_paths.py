@@ -17,8 +17,9 @@ from msrcnn.app.builders import build_trainer
 from msrcnn.app.errors import report_user_errors
 from msrcnn.app.evaluate import evaluate
 from msrcnn.app.predict import predict
+from msrcnn.app.schemas import validate
 from msrcnn.app.train import train
-from msrcnn.config import to_plain, validate
+from msrcnn.config import to_plain
 from msrcnn.data import SHAPES_CATEGORIES
 from msrcnn.models import build_model, load_model, model_kwargs
 from msrcnn.training import MaskScoringModule

@@ -3,7 +3,7 @@
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from msrcnn.config import validate
+from msrcnn.app.schemas import validate
 from msrcnn_testing import CONF
 
 

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from exp_helpers import CONF, ROOT
-from msrcnn.config import validate
+from msrcnn.app.schemas import validate
 
 TABLES = {  # experiment -> expected jobs: (backbone, head, the swept head value) ...
     "table1_backbones": 6,

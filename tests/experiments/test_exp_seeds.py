@@ -19,8 +19,8 @@ from test_exp_report import report, rows_of
 
 from exp_helpers import CONF, fake_results, fake_run
 from msrcnn.app.builders import build_logger
+from msrcnn.app.schemas import validate
 from msrcnn.app.wandb_runs import MAX_GROUP_CHARS, job_identity
-from msrcnn.config import validate
 from msrcnn.config.validate import to_plain
 
 CONCAT = [40.0, 41.0, 42.0]  # mean 41, sd 1

@@ -7,7 +7,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from msrcnn.config import to_plain, validate
+from msrcnn.app.schemas import validate
+from msrcnn.config import to_plain
 from msrcnn.models import CheckpointError, MaskScoringRCNN, build_model, load_model, model_kwargs
 from msrcnn.models.factory import checkpoint_categories
 from msrcnn_testing import CONF, TINY
@@ -155,7 +156,7 @@ def test_categories_fall_back_to_the_annotation_file_then_to_label_order(tmp_pat
 def test_a_checkpoint_written_before_the_renames_loads_and_its_config_validates(trained, tmp_path):
     """Checkpoints of issue 15's time store data.seed, data.max_size and callbacks.log_every_n_steps:
     they load, and their config reads under today's names (src/eval.py validates it)."""
-    from msrcnn.config.schema import Config
+    from msrcnn.app.schemas import Config
     from msrcnn.training import MaskScoringModule
 
     model, path = trained

@@ -12,7 +12,8 @@ from torchvision.models import get_model_weights
 from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
 
 from msrcnn.app.builders import build_detector
-from msrcnn.config import to_plain, validate
+from msrcnn.app.schemas import validate
+from msrcnn.config import to_plain
 from msrcnn.data import SHAPES_CATEGORIES
 from msrcnn.models import build_model
 from msrcnn.models.torchvision_init import TorchvisionInitError, coco_slots, init_from_torchvision

@@ -11,7 +11,8 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
 from msrcnn.app.builders import build_trainer
-from msrcnn.config import ConfigError, validate
+from msrcnn.app.schemas import validate
+from msrcnn.config import ConfigError
 from msrcnn.training import MaskScoringModule
 from msrcnn.training.checkpoint_io import AtomicCheckpointIO
 from msrcnn_testing import CONF, TINY

@@ -11,11 +11,12 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from msrcnn.app.builders import build_datamodule, build_logger, build_trainer, check_logger
+from msrcnn.app.schemas import Config, EvalAppConfig, validate
 from msrcnn.app.summary import format_results_table
 from msrcnn.app.train import start_run, write_results
 from msrcnn.app.wandb_runs import wandb_job
-from msrcnn.config import ConfigError, EvalAppConfig, to_plain, validate
-from msrcnn.config.schema import Config, DataConfig
+from msrcnn.config import ConfigError, to_plain
+from msrcnn.config.schema import DataConfig
 from msrcnn.data import DataError
 from msrcnn.evaluation.evaluator import CocoEvaluator
 from msrcnn.models import load_model

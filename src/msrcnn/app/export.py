@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from msrcnn.app.schemas import ExportAppConfig
 from msrcnn.config import ConfigError, validate
-from msrcnn.config.schema import ExportAppConfig
 from msrcnn.data import DataError
 from msrcnn.models import load_model
 

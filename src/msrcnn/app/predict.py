@@ -23,13 +23,13 @@ import glob
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import MISSING, DictConfig
+from omegaconf import DictConfig
 from PIL import Image
 
+from msrcnn.app.schemas import PredictConfig
 from msrcnn.config import validate
 from msrcnn.data import DataError
 from msrcnn.evaluation import write_json_atomic
@@ -39,31 +39,6 @@ from msrcnn.predictor import PRECISIONS, SORT_KEYS, Predictor, to_image_tensor
 log = logging.getLogger("msrcnn.app")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
-
-
-@dataclass
-class PredictConfig:
-    """``src/predict.py`` settings (the model and its classes come from the checkpoint); the
-    model settings are :class:`msrcnn.Predictor`'s arguments."""
-
-    ckpt_path: str = MISSING
-    input: str = MISSING  # an image, a folder of images or a glob ('imgs/*.jpg')
-    output_dir: str = MISSING  # default (src/predict.py): outputs/predict/<date>
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
-    max_dets: int = 100  # detections per image (top class scores)
-    score_threshold: float = (
-        0.0  # drop detections with a lower class score (the model's own: box_score_thresh)
-    )
-    min_mask_score: float = 0.0  # drop detections with a lower mask score (class score x MaskIoU)
-    sort_by: str = "mask_score"  # mask_score (the paper's ranking) | class_score
-    soft_nms: bool | None = None  # null: as trained; true | false to override
-    batch_size: int = 1  # images per forward pass
-    precision: str = "32"  # 32 | bf16 | 16 (autocast on the device)
-    render: bool = True  # write overlays/<image>.png
-    render_min_score: float = 0.3  # overlays: draw detections with at least this mask score...
-    render_min_instances: int = 3  # ...but at least the best N (a weak model's overlay is not blank)...
-    render_max_instances: int = 30  # ...and at most this many per image
-    torch_threads: int | None = None
 
 
 def list_images(spec: str | Path) -> list[Path]:

@@ -19,9 +19,10 @@ from msrcnn.app.float32_precision import set_float32_matmul_precision
 from msrcnn.app.input_size import apply_auto_input_size, describe_input_scale
 from msrcnn.app.quiet import quiet_resume_in_place, quiet_third_party
 from msrcnn.app.reference import format_reference
+from msrcnn.app.schemas import validate
 from msrcnn.app.summary import format_results_table
 from msrcnn.app.wandb_runs import wandb_job
-from msrcnn.config import to_plain, validate
+from msrcnn.config import to_plain
 from msrcnn.config.validate import check_overrides
 from msrcnn.evaluation import write_json_atomic
 from msrcnn.evaluation.evaluator import CocoEvaluator

@@ -1,4 +1,4 @@
-"""Checks a composed Hydra config against :mod:`msrcnn.config.schema` before any work starts."""
+"""Checks a composed Hydra config against a typed schema before any work starts."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from msrcnn.config.schema import Config
-
 
 class ConfigError(ValueError):
     """The configuration has an unknown key or a value outside its type or choices."""
 
 
-def validate(cfg: DictConfig | dict, schema: type = Config) -> DictConfig:
+def validate(cfg: DictConfig | dict, schema: type) -> DictConfig:
     """Merges ``cfg`` into the typed ``schema``; unknown keys and invalid values raise :class:`ConfigError`.
 
     The message names the full key, the offending value and, for choices, the valid ones, e.g.

@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,11 @@ def model_arguments() -> dict[str, inspect.Parameter]:
     own = inspect.signature(build_model).parameters
     model = inspect.signature(MaskScoringRCNN.__init__).parameters
     torchvision = inspect.signature(MaskRCNN.__init__).parameters
+    hints = typing.get_type_hints(build_model)
     arguments = {
-        n: p for n, p in own.items() if p.kind is p.KEYWORD_ONLY and n not in ("num_classes", "backbone")
+        n: p.replace(annotation=hints[n])
+        for n, p in own.items()
+        if p.kind is p.KEYWORD_ONLY and n not in ("num_classes", "backbone")
     }
     arguments["soft_nms"] = model["soft_nms"]
     arguments.update((name, torchvision[name]) for name in DETECTOR_ARGUMENTS)

@@ -21,6 +21,8 @@ from msrcnn.models.checkpoint import upgrade_config
 from msrcnn.models.factory import model_of_config
 from msrcnn.training.schedule import StepSchedule, scaled_lr
 
+TRAIN_ONLY = ("all", "maskiou")  # model.train_only: the whole detector, or only its MaskIoU branch
+
 log = logging.getLogger("msrcnn.training")
 
 
@@ -93,7 +95,9 @@ class MaskScoringModule(L.LightningModule):
             for param in self.model.parameters():
                 param.requires_grad_(id(param) in own)
         elif train_only != "all":
-            raise ValueError(f"model.train_only={train_only!r} is not valid; expected one of all, maskiou")
+            raise ValueError(
+                f"model.train_only={train_only!r} is not valid; expected one of {', '.join(TRAIN_ONLY)}"
+            )
 
     def train(self, mode: bool = True):
         """In add-on mode the frozen detector keeps its normalisation statistics."""
