@@ -120,3 +120,125 @@ def test_the_model_and_data_code_import_no_app_config_or_training():
             if module == layer or module.startswith(layer + "."):
                 wrong = sorted(t for t in targets if t.startswith(forbidden))
                 assert not wrong, f"{module} imports {', '.join(wrong)}"
+
+
+# --- every default of the head, Soft-NMS, backbone, model and predictor is stated once ---------------
+
+
+def _literal_defaults(path: Path) -> list[tuple[str, object, str]]:
+    """``(name, value, where)`` of every literal default in a Python file: function parameters and
+    class-level annotated assignments (dataclass fields)."""
+    found = []
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            positional = args.posonlyargs + args.args
+            pairs = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults))
+            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+            for arg, default in pairs:
+                if isinstance(default, ast.Constant):
+                    found.append(
+                        (arg.arg, default.value, f"{path.relative_to(SRC)}:{node.lineno} {node.name}()")
+                    )
+        elif isinstance(node, ast.ClassDef):
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    if isinstance(stmt.value, ast.Constant):
+                        where = f"{path.relative_to(SRC)}:{stmt.lineno} {node.name}"
+                        found.append((stmt.target.id, stmt.value.value, where))
+    return found
+
+
+def _yaml_keys(path: Path) -> dict[str, object]:
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    return {k: v for k, v in data.items() if k not in ("defaults", "hydra")}
+
+
+def _group_defaults() -> dict[str, dict[str, object]]:
+    """Per group, each key's default as the code states it (the one statement the schema derives from)."""
+    from omegaconf import OmegaConf
+
+    from msrcnn.app import schemas
+
+    groups = {
+        "head": schemas.HeadConfig,
+        "soft_nms": schemas.SoftNMSGroupConfig,
+        "backbone": schemas.BackboneConfig,
+        "model": schemas.ModelConfig,
+        "predict": schemas.PredictConfig,
+    }
+    defaults = {}
+    for group, schema in groups.items():
+        plain = OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
+        defaults[group] = {
+            k: v for k, v in plain.items() if not isinstance(v, dict) and v not in (None, "???")
+        }
+    return defaults
+
+
+# Parameters that share a name and a value with a group's key but are another setting (with the reason).
+OTHER_SETTINGS = {
+    ("evaluation/records.py", "max_dets"): "the evaluation's top-k (COCO maxDets), not the Predictor's",
+    ("evaluation/evaluator.py", "max_dets"): "the evaluation's top-k (COCO maxDets), not the Predictor's",
+    ("config/schema.py", "max_dets"): "eval.max_dets: the evaluation's top-k (COCO maxDets)",
+    ("app/schemas.py", "max_dets"): "src/eval.py's max_dets: the evaluation's top-k (COCO maxDets)",
+    ("evaluation/records.py", "mask_threshold"): "the binarisation of a record's masks for the evaluation",
+    ("training/media.py", "min_instances"): "W&B media images (logger.log_images), not predict overlays",
+    ("evaluation/rle.py", "threshold"): "the RLE encoder's binarisation",
+}
+
+
+def test_each_default_of_the_builders_groups_is_stated_once_in_src():
+    """A key of the head, Soft-NMS, backbone, model or predictor groups has its default in one place: a
+    second literal default of a parameter or field of that name and value elsewhere in ``src/`` is a copy
+    that can drift (the schema derives from the first; see msrcnn.app.schemas)."""
+    defaults = _group_defaults()
+    statements: dict[tuple[str, object], list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for name, value, where in _literal_defaults(path):
+            statements.setdefault((name, repr(value)), []).append(where)
+    copies = []
+    for group, keys in defaults.items():
+        for key, value in keys.items():
+            places = [
+                w
+                for w in statements.get((key, repr(value)), [])
+                if not any(w.startswith(f"msrcnn/{f}:") and key == k for f, k in OTHER_SETTINGS)
+            ]
+            if len(places) > 1:
+                copies.append(f"{group}.{key}={value!r}: {'; '.join(places)}")
+    assert not copies, "defaults stated more than once:\n" + "\n".join(copies)
+
+
+def test_no_group_yaml_restates_a_default():
+    """conf/'s group files hold only what an option changes: a key set to the code's default is a copy."""
+    conf = SRC.parent / "conf"
+    defaults = _group_defaults()
+    restated = []
+    for group, files in (
+        ("head", sorted((conf / "head").glob("*.yaml"))),
+        ("backbone", sorted((conf / "backbone").glob("*.yaml"))),
+        ("model", sorted((conf / "model").glob("*.yaml"))),
+        ("predict", [conf / "predict.yaml"]),
+    ):
+        for path in files:
+            for key, value in _yaml_keys(path).items():
+                if key != "name" and key in defaults[group] and defaults[group][key] == value:
+                    restated.append(f"{path.relative_to(conf)}: {key}: {value!r}")
+    assert not restated, "conf/ restates code defaults:\n" + "\n".join(restated)
+
+
+def test_the_copy_finder_finds_a_copied_default(tmp_path):
+    source = tmp_path / "src" / "mod.py"
+    source.parent.mkdir()
+    source.write_text("def f(a, *, width: int = 64):\n    pass\n\nclass C:\n    width: int = 64\n")
+    global SRC
+    saved, SRC = SRC, tmp_path / "src"
+    try:
+        found = [(n, v) for n, v, _ in _literal_defaults(source)]
+    finally:
+        SRC = saved
+    assert found == [("width", 64), ("width", 64)]

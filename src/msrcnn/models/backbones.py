@@ -184,7 +184,7 @@ def _set_width(model: resnet.ResNet, depth: int, width: int, norm: Callable[[int
             nn.init.zeros_(module.bias)
 
 
-def _resnet(depth: int, norm: str, dcn: bool, width: int = 64) -> nn.Module:
+def _resnet(depth: int, norm: str, dcn: bool, width: int) -> nn.Module:
     model = getattr(resnet, f"resnet{depth}")(weights=None, norm_layer=norm_layer(norm))
     if width != 64:
         _set_width(model, depth, width, norm_layer(norm))

@@ -226,7 +226,7 @@ def maskiou_loss(
     targets: Tensor,
     weights: Tensor,
     num_samples: int | Tensor,
-    loss_weight: float = 1.0,
+    loss_weight: float,
 ) -> Tensor:
     """``loss_weight * sum(weights * 0.5 * (pred - target)^2) / num_samples`` (the L2 loss of paper Sec. 3.2).
 
@@ -253,10 +253,11 @@ class MaskIoUHead(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
-        input: InputDesign = "concat",
-        conv_channels: int = 256,
-        num_convs: int = 4,
-        fc_dim: int = 1024,
+        *,
+        input: InputDesign,
+        conv_channels: int,
+        num_convs: int,
+        fc_dim: int,
         roi_size: int = 14,
     ) -> None:
         super().__init__()

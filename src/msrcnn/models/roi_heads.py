@@ -17,7 +17,6 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
 
 from msrcnn.models.maskiou import (
-    INPUT_DESIGNS,
     TRAIN_SAMPLES,
     TRAIN_TARGETS,
     InputDesign,
@@ -32,10 +31,10 @@ from msrcnn.models.maskiou import (
     present_class_targets,
     used_masks,
 )
-from msrcnn.ops import SOFT_NMS_METHODS, batched_soft_nms
+from msrcnn.ops import batched_soft_nms
 from msrcnn.ops.gpu_paths import use_gpu_paths
 from msrcnn.ops.nms import batched_nms
-from msrcnn.ops.soft_nms import IOU_THRESHOLD, SCORE_THRESHOLD, SIGMA
+from msrcnn.ops.soft_nms import IOU_THRESHOLD, METHOD, SCORE_THRESHOLD, SIGMA, check_method
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,13 @@ class SoftNMSConfig:
     """Soft-NMS settings (the paper's test setting, paper Sec. 4.1; the config group ``model.soft_nms``); ``enabled=False`` keeps torchvision's hard NMS."""
 
     enabled: bool = False
-    method: str = "linear"
+    method: str = METHOD
     iou_threshold: float = IOU_THRESHOLD
     sigma: float = SIGMA
     score_threshold: float = SCORE_THRESHOLD
 
     def __post_init__(self) -> None:
-        _check_choice("soft_nms.method", self.method, SOFT_NMS_METHODS)
+        check_method(self.method)
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,6 @@ class MaskIoUConfig:
     detach_inputs: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("input", self.input, INPUT_DESIGNS)
         _check_choice("target", self.target, TRAIN_TARGETS)
         _check_choice("samples", self.samples, TRAIN_SAMPLES)
         if not 0.0 <= self.tau < 1.0:

@@ -51,6 +51,7 @@ SOFT_NMS_METHODS = ("linear", "gaussian")
 IOU_THRESHOLD = 0.5
 SIGMA = 0.5
 SCORE_THRESHOLD = 1e-4
+METHOD = "linear"  # the paper's (linear decay; gaussian is the other of SOFT_NMS_METHODS)
 
 # Upper bound on the number of same-class box pairs whose IoU is materialised at once (about 10
 # temporaries of this many float32 / int64 entries, one host sync per chunk): 80 MB on the CPU, 1.3 GB
@@ -58,8 +59,9 @@ SCORE_THRESHOLD = 1e-4
 _PAIR_BUDGET = {False: 1 << 20, True: 1 << 24}
 
 
-def _check_method(method: str) -> None:
-    """Raise ``ValueError`` when ``method`` is not a supported Soft-NMS rescaling."""
+def check_method(method: str) -> None:
+    """Raise ``ValueError`` when ``method`` is not a supported Soft-NMS rescaling (the one check, also
+    :class:`msrcnn.models.roi_heads.SoftNMSConfig`'s)."""
     if method not in SOFT_NMS_METHODS:
         raise ValueError(f"Unknown Soft-NMS method {method!r}; valid choices: {', '.join(SOFT_NMS_METHODS)}")
 
@@ -194,7 +196,7 @@ def batched_soft_nms(
     iou_threshold: float = IOU_THRESHOLD,
     sigma: float = SIGMA,
     score_threshold: float = SCORE_THRESHOLD,
-    method: str = "linear",
+    method: str = METHOD,
 ) -> tuple[Tensor, Tensor]:
     """Per-class Soft-NMS: boxes with different ``idxs`` never affect each other.
 
@@ -212,7 +214,7 @@ def batched_soft_nms(
         classes (equal scores by increasing index), and ``new_scores`` aligned with ``keep`` (in
         the dtype of ``scores``).
     """
-    _check_method(method)
+    check_method(method)
     device = boxes.device
     if boxes.numel() == 0 or scores.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=device), scores.new_empty(0)
@@ -243,7 +245,7 @@ def soft_nms(
     iou_threshold: float = IOU_THRESHOLD,
     sigma: float = SIGMA,
     score_threshold: float = SCORE_THRESHOLD,
-    method: str = "linear",
+    method: str = METHOD,
 ) -> tuple[Tensor, Tensor]:
     """Single-class Soft-NMS (Detectron semantics); see :func:`batched_soft_nms`.
 
