@@ -1,19 +1,19 @@
-"""experiments/report.py: the paper's tables from sweep directories (fake runs; one real sweep, slow)."""
+"""msrcnn.report (the command experiments/report.py): the paper's tables from sweep directories (fake
+runs; one real sweep, slow)."""
 
 import csv
-import importlib.util
+import dataclasses
 import io
 import json
-import sys
 
 import pytest
 
-from exp_helpers import ROOT, TINY, fake_results, fake_run, run_script
-
-_spec = importlib.util.spec_from_file_location("experiments_report", ROOT / "experiments" / "report.py")
-report = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = report  # dataclasses look their module up while the file executes
-_spec.loader.exec_module(report)
+import msrcnn.report as report
+from exp_helpers import TINY, fake_results, fake_run, run_script
+from msrcnn.models.backbones import BACKBONES
+from msrcnn.models.maskiou import INPUT_DESIGNS, TRAIN_TARGETS
+from msrcnn.models.roi_heads import MaskIoUConfig
+from msrcnn.report.paper import ABLATIONS, BACKBONE_LABELS, TABLE1_BACKBONES, TABLE2_BACKBONES
 
 
 def table4_sweep(root, designs=("concat", "multiply"), name="table4_input", finished=True):
@@ -233,5 +233,21 @@ def test_scoring_table_compares_head_samples_per_configuration(tmp_path):
     assert [r["table"] for r in rows] == ["scoring", "scoring"]
     assert rows[1]["gain 95% interval above 0"] == "2"
     # the paper's ablation tables keep the paper's head: a detections run is not their default row
-    assert not report._at_defaults(runs[0])
+    assert not report.at_defaults(runs[0])
     assert report.main([str(tmp_path), "--table", "scoring", "--format", "text"]) == 0
+
+
+def test_the_reports_defaults_and_row_labels_follow_the_code():
+    """The head's defaults are MaskIoUConfig's (stated once, in the code), and the report labels every
+    choice the code defines: a renamed or added input design, target or backbone cannot go unlabelled."""
+    config = MaskIoUConfig()
+    assert report.HEAD_DEFAULTS == {
+        f"head.{f.name}": getattr(config, f.name)
+        for f in dataclasses.fields(MaskIoUConfig)
+        if f"head.{f.name}" in report.HEAD_DEFAULTS
+    }
+    assert set(report.HEAD_DEFAULTS) == {"head.input", "head.target", "head.samples", "head.tau"}
+    assert list(ABLATIONS[4][2]) == list(INPUT_DESIGNS) and list(ABLATIONS[5][2]) == list(TRAIN_TARGETS)
+    assert all(key in report.HEAD_DEFAULTS for key, _, _ in ABLATIONS.values())
+    assert list(BACKBONE_LABELS) == list(BACKBONES)
+    assert TABLE1_BACKBONES | TABLE2_BACKBONES <= set(BACKBONES)

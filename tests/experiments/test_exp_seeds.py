@@ -15,8 +15,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
-from test_exp_report import report, rows_of
+from test_exp_report import rows_of
 
+import msrcnn.report as report
 from exp_helpers import CONF, fake_results, fake_run
 from msrcnn.app.builders import build_logger
 from msrcnn.app.schemas import validate
