@@ -20,12 +20,12 @@ import msrcnn.ops.paste as paste_module
 from model_testing import SMALL, small_model, synthetic_batch, torchvision_pair
 from msrcnn.host_syncs import count_host_syncs
 from msrcnn.models import build_model
-from msrcnn.models.rpn import Matcher
+from msrcnn.models.torchvision_ports.poolers import MultiScaleRoIAlign
+from msrcnn.models.torchvision_ports.rpn import Matcher
 from msrcnn.ops import batched_soft_nms
 from msrcnn.ops.gpu_paths import gpu_paths, use_gpu_paths
 from msrcnn.ops.nms import batched_nms
 from msrcnn.ops.paste import paste_masks_batched
-from msrcnn.ops.poolers import MultiScaleRoIAlign
 
 
 def clustered_boxes(n: int, groups: int, seed: int = 0, size: float = 400.0):

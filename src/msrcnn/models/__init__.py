@@ -1,5 +1,9 @@
-"""Mask Scoring R-CNN as a plain ``torch.nn.Module`` (no Lightning, no Hydra)."""
+"""Mask Scoring R-CNN as a plain ``torch.nn.Module`` (no Lightning, no Hydra).
 
+Importing it first checks the installed torchvision against the tested range
+(:mod:`msrcnn.models.torchvision_ports`)."""
+
+import msrcnn.models.torchvision_ports  # noqa: F401 - the torchvision version check, before any port is used
 from msrcnn.models.backbones import BACKBONES, BackboneSpec, build_backbone
 from msrcnn.models.checkpoint import CheckpointError, read_checkpoint
 from msrcnn.models.factory import build_model
