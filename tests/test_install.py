@@ -72,3 +72,28 @@ def test_uv_lock_matches_pyproject():
         ["uv", "lock", "--check", "--offline"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("distribution", ["torch", "torchvision"])
+def test_installed_torch_and_torchvision_are_inside_the_declared_range(distribution):
+    """The environment runs the versions pyproject.toml declares as tested (packaging's reading of the range)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    (declared,) = [r for r in map(Requirement, project["dependencies"]) if r.name == distribution]
+    assert declared.specifier, f"{distribution} has no tested range in pyproject.toml"
+    installed = importlib.metadata.version(distribution)
+    assert declared.specifier.contains(installed, prereleases=True), (installed, str(declared.specifier))
+
+
+def test_the_import_check_reads_pyproject_s_torchvision_range():
+    """msrcnn.models checks torchvision against msrcnn's installed metadata: the same range as pyproject.toml."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    from msrcnn.models.torchvision_ports import torchvision_range
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    (declared,) = [r for r in map(Requirement, project["dependencies"]) if r.name == "torchvision"]
+    assert set(torchvision_range().split(",")) == {str(s) for s in declared.specifier}

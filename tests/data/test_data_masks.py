@@ -15,7 +15,7 @@ from msrcnn.data import CocoInstanceDataset, EncodedMasks, ResizeToInput
 from msrcnn.data.crowded import generate_crowded
 from msrcnn.data.masks import nearest_source_indices, rle_runs
 from msrcnn.data.rle import rle_string_counts
-from msrcnn.models.transform import MaskScoringTransform
+from msrcnn.models.torchvision_ports.transform import MaskScoringTransform
 
 
 def _random_rles(height: int, width: int, count: int, seed: int = 0) -> list[dict]:

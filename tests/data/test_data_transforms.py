@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 
 from msrcnn.data import EncodedMasks, ResizeToInput, build_train_transforms, input_size
 from msrcnn.data.transforms import resize_scale
-from msrcnn.models.transform import MaskScoringTransform
+from msrcnn.models.torchvision_ports.transform import MaskScoringTransform
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

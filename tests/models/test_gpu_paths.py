@@ -2,7 +2,9 @@
 
 On a GPU every operation that makes the host wait leaves the device idle; these tests count them
 with msrcnn.host_syncs on the GPU variants (forced with ``gpu_paths()``) and check that each GPU
-variant computes what torchvision's code does.
+variant computes what torchvision's code does. The ports of torchvision's own components (poolers,
+RPN, matcher, box coder, transform, RoI post-processing, the whole model) are compared with the
+installed torchvision in test_torchvision_parity.py.
 """
 
 import contextlib
@@ -10,22 +12,18 @@ import copy
 
 import pytest
 import torch
-from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste
-from torchvision.ops import MultiScaleRoIAlign as TorchvisionMultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
 
 import msrcnn.ops.nms as nms_module
 import msrcnn.ops.paste as paste_module
-from model_testing import SMALL, small_model, synthetic_batch, torchvision_pair
+from model_testing import SMALL, small_model, synthetic_batch
 from msrcnn.host_syncs import count_host_syncs
 from msrcnn.models import build_model
-from msrcnn.models.rpn import Matcher
 from msrcnn.ops import batched_soft_nms
 from msrcnn.ops.gpu_paths import gpu_paths, use_gpu_paths
 from msrcnn.ops.nms import batched_nms
 from msrcnn.ops.paste import paste_masks_batched
-from msrcnn.ops.poolers import MultiScaleRoIAlign
 
 
 def clustered_boxes(n: int, groups: int, seed: int = 0, size: float = 400.0):
@@ -136,26 +134,6 @@ def test_training_step_host_syncs():
     assert syncs.total <= 40, syncs.report()
 
 
-def test_gpu_paths_give_torchvision_outputs():
-    """Inference on the GPU paths against torchvision's MaskRCNN (its own poolers, NMS and paste)."""
-    tv, ms = torchvision_pair()
-    assert type(tv.roi_heads.box_roi_pool) is TorchvisionMultiScaleRoIAlign
-    assert isinstance(ms.roi_heads.box_roi_pool, MultiScaleRoIAlign)
-    images, _ = synthetic_batch(2)
-    with torch.no_grad():
-        expected = tv(images)
-        with gpu_paths():
-            got = ms(images)
-    for x, y in zip(expected, got):
-        assert len(x["boxes"]) > 0
-        for key in ("boxes", "labels", "scores"):
-            assert torch.equal(x[key], y[key]), key
-        assert (x["masks"] - y["masks"]).abs().max() <= 1e-6
-        # binarised at 0.5: equal except where torchvision's value is within rounding of the threshold
-        differ = (x["masks"] > 0.5) != (y["masks"] > 0.5)
-        assert ((x["masks"][differ] - 0.5).abs() <= 1e-6).all()
-
-
 def test_gpu_paths_give_the_same_training_losses():
     images, targets = synthetic_batch(3)
     losses = {}
@@ -182,34 +160,6 @@ def test_batched_nms_gpu_path_equals_torchvision(monkeypatch, per_call):
     calls = syncs.by_op["torchvision.nms.default"]
     assert calls == (1 if per_call is None else 5), syncs.report()  # 3000 boxes in chunks of <= 700
     assert batched_nms(boxes[:0], scores[:0], groups[:0], 0.5).shape == (0,)
-
-
-def test_pooler_gpu_path_equals_torchvision():
-    g = torch.Generator().manual_seed(0)
-    features = {k: torch.rand(2, 8, 64 // 2**i, 96 // 2**i, generator=g) for i, k in enumerate("0123")}
-    boxes = []
-    for _ in range(2):
-        xy = torch.rand(40, 2, generator=g) * 200
-        boxes.append(torch.cat([xy, xy + 4 + torch.rand(40, 2, generator=g) * 200], 1))
-    shapes = [(256, 384), (250, 380)]
-    tv = TorchvisionMultiScaleRoIAlign(list("0123"), 7, 2)
-    ours = MultiScaleRoIAlign.from_pooler(tv)
-    expected = tv(features, boxes, shapes)
-    with gpu_paths(), count_host_syncs() as syncs:
-        got = ours(features, boxes, shapes)
-    assert torch.equal(got, expected)
-    assert ours.scales == tv.scales
-    assert syncs.total == 1
-
-
-def test_matcher_equals_torchvision():
-    g = torch.Generator().manual_seed(0)
-    iou = (torch.rand(6, 300, generator=g) * 8).floor() / 10  # many ties
-    iou[2] = 0.05  # a GT box whose best anchors are all weak
-    expected = det_utils.Matcher(0.7, 0.3, allow_low_quality_matches=True)(iou.clone())
-    with count_host_syncs() as syncs:
-        got = Matcher(0.7, 0.3, allow_low_quality_matches=True)(iou.clone())
-    assert torch.equal(got, expected) and syncs.total == 0
 
 
 def test_batched_paste_equals_torchvision(monkeypatch):

@@ -7,7 +7,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_pa
 from model_testing import SMALL as MODEL_SMALL
 from msrcnn.evaluation import encode_masks, make_record
 from msrcnn.models import build_model
-from msrcnn.models.transform import MaskScoringTransform
+from msrcnn.models.torchvision_ports.transform import MaskScoringTransform
 from msrcnn.ops.paste import paste_masks_in_image, resize_masks_into_boxes
 
 

@@ -13,12 +13,12 @@ from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.ops import MultiScaleRoIAlign as _TorchvisionMultiScaleRoIAlign
 
-from msrcnn.models.box_coder import BoxCoder
 from msrcnn.models.maskiou import MaskIoUHead
 from msrcnn.models.roi_heads import MaskIoUConfig, MaskScoringRoIHeads, SoftNMSConfig
-from msrcnn.models.rpn import RegionProposalNetwork
-from msrcnn.models.transform import MaskOutput, MaskScoringTransform
-from msrcnn.ops.poolers import MultiScaleRoIAlign
+from msrcnn.models.torchvision_ports.box_coder import BoxCoder
+from msrcnn.models.torchvision_ports.poolers import MultiScaleRoIAlign
+from msrcnn.models.torchvision_ports.rpn import RegionProposalNetwork
+from msrcnn.models.torchvision_ports.transform import MaskOutput, MaskScoringTransform
 
 
 class MaskScoringRCNN(MaskRCNN):
@@ -49,7 +49,7 @@ class MaskScoringRCNN(MaskRCNN):
         mask_output: ``"image"`` (default, torchvision's ``masks`` ``[K, 1, H, W]`` pasted into the
             image) or ``"roi"`` (``roi_masks`` ``[K, 1, 28, 28]`` in box coordinates plus ``image_size``,
             no paste: what the COCO evaluation needs). Settable later (``model.mask_output = "roi"``,
-            or ``with model.roi_mask_output(): ...``); see :mod:`msrcnn.models.transform`.
+            or ``with model.roi_mask_output(): ...``); see :mod:`msrcnn.models.torchvision_ports.transform`.
 
     Mixed precision (``torch.autocast``, bf16 or fp16): the convolutions and FCs run in the low
     precision, but every head output that becomes a box, score, mask or MaskIoU is cast to float32
@@ -158,7 +158,7 @@ class MaskScoringRCNN(MaskRCNN):
 
     @property
     def mask_output(self) -> MaskOutput:
-        """``"image"``: pasted ``masks``; ``"roi"``: box-local ``roi_masks`` (see :mod:`msrcnn.models.transform`)."""
+        """``"image"``: pasted ``masks``; ``"roi"``: box-local ``roi_masks`` (see :mod:`msrcnn.models.torchvision_ports.transform`)."""
         return self.transform.mask_output
 
     @mask_output.setter
@@ -238,8 +238,9 @@ def _check_box_sides(targets: list[dict[str, Tensor]]) -> None:
 
 
 def _sync_light_pooler(pooler: nn.Module) -> nn.Module:
-    """torchvision's ``MultiScaleRoIAlign`` as :class:`msrcnn.ops.poolers.MultiScaleRoIAlign` (same
-    outputs, one host sync per call on a GPU); any other pooler is kept as given."""
+    """torchvision's ``MultiScaleRoIAlign`` as
+    :class:`msrcnn.models.torchvision_ports.poolers.MultiScaleRoIAlign` (same outputs, one host sync
+    per call on a GPU); any other pooler is kept as given."""
     if type(pooler) is _TorchvisionMultiScaleRoIAlign:
         return MultiScaleRoIAlign.from_pooler(pooler)
     return pooler

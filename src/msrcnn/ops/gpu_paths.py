@@ -9,8 +9,9 @@ device, the CPU included, take the GPU variants inside a ``with`` block: that is
 count a GPU inference's host syncs and compare the GPU variants with torchvision's on a CPU.
 
 Operations with two variants: :func:`msrcnn.ops.nms.batched_nms`,
-:func:`msrcnn.ops.paste.paste_masks_in_image`, :class:`msrcnn.ops.poolers.MultiScaleRoIAlign`,
-the RPN's proposal filtering (:class:`msrcnn.models.rpn.RegionProposalNetwork`) and the RoI heads'
+:func:`msrcnn.ops.paste.paste_masks_in_image`,
+:class:`msrcnn.models.torchvision_ports.poolers.MultiScaleRoIAlign`, the RPN's proposal filtering
+(:class:`msrcnn.models.torchvision_ports.rpn.RegionProposalNetwork`) and the RoI heads'
 post-processing, and the convergence checks of :func:`msrcnn.ops.soft_nms.batched_soft_nms`.
 """
 
