@@ -226,7 +226,7 @@ def bench_crowded(
     two warm-up steps each, so that the machine's load drifts hit them alike; each keeps its
     loader (and worker) throughout. ``step_s`` is the median step, ``mean_step_s`` the mean (it
     includes the epoch boundaries, where the first batch is loaded while the step waits)."""
-    from msrcnn.data.crowded import generate_crowded
+    from msrcnn.testing.crowded import generate_crowded
 
     root = data_dir / "crowded"
     ann_file, img_dir = generate_crowded(root, num_images=images)
@@ -278,7 +278,7 @@ def bench_crowded_loader(data_dir: Path, images: int, size: tuple[int, int], bat
     instances) resized to ``size`` = (short side, long-side cap), uncached (a set too large for the
     cache): masks as box-local crops (the training loader's format) and as full-image planes (before)."""
     from msrcnn.data import DetectionDataModule, SplitSpec
-    from msrcnn.data.crowded import generate_crowded
+    from msrcnn.testing.crowded import generate_crowded
 
     ann_file, img_dir = generate_crowded(data_dir / "crowded_loader", num_images=images)
     out: dict[str, Any] = {"images": images, "input_size": list(size)}

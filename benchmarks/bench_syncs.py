@@ -1,5 +1,5 @@
-"""Host syncs per image: the operations that make the host wait for a GPU (msrcnn.host_syncs), counted
-on the CPU on the GPU code paths (msrcnn.ops.gpu_paths.gpu_paths), with torchvision's MaskRCNN twin
+"""Host syncs per image: the operations that make the host wait for a GPU (msrcnn.testing.host_syncs), counted
+on the CPU on the GPU code paths (msrcnn.testing.gpu_paths.gpu_paths), with torchvision's MaskRCNN twin
 (same weights) counted the same way as the baseline."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from bench_model import NUM_CLASSES, r18_kwargs, synthetic_targets, torchvision_twin
 
-from msrcnn.host_syncs import count_host_syncs
 from msrcnn.models import build_model
-from msrcnn.ops.gpu_paths import gpu_paths
+from msrcnn.testing.gpu_paths import gpu_paths
+from msrcnn.testing.host_syncs import count_host_syncs
 
 
 def _count(fn) -> dict[str, Any]:

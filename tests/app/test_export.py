@@ -15,6 +15,7 @@ from msrcnn.config import ConfigError
 from msrcnn.data import SHAPES_CATEGORIES
 from msrcnn.export import OUTPUTS, export_onnx
 from msrcnn.models import load_model
+from msrcnn.testing.gpu_paths import gpu_paths
 from msrcnn_testing import run_script, untrained_checkpoint
 
 CLASS_NAMES = [name for _, name in SHAPES_CATEGORIES]
@@ -45,19 +46,21 @@ def run_onnx(path, image):
     return dict(zip(names, session.run(None, {"image": image.numpy()})))
 
 
-def test_onnx_runtime_gives_the_eager_models_boxes_masks_maskiou_and_mask_scores(checkpoint, tmp_path):
-    model = load_model(checkpoint, soft_nms=False)
+def set_threshold_between_images(model):
+    """A score threshold in the widest gap between the two images' middle scores: fewer than 100
+    detections, a different count per image, and no score within float rounding of the threshold."""
     first, second = images()
     with torch.inference_mode():
         scores = torch.cat([model([image])[0]["scores"] for image in (first, second)]).sort().values
-    # a score threshold in the widest gap between the two images' middle scores: fewer than 100
-    # detections, a different count per image, and no score within float rounding of the threshold
     middle = scores[len(scores) // 4 : 3 * len(scores) // 4]
     k = int(torch.argmax(middle[1:] - middle[:-1]))
     model.roi_heads.score_thresh = float(middle[k] + middle[k + 1]) / 2
-    path = export_onnx(model, tmp_path / "model.onnx", example_image=second)  # traced on the other image
+
+
+def assert_onnx_runtime_gives_the_eager_outputs(path, model):
+    """On both images: ONNX Runtime's outputs equal the eager model's, and their counts differ."""
     counts = []
-    for image in (first, second):
+    for image in images():
         got = run_onnx(path, image)
         with torch.inference_mode():
             expected = {k: v.numpy() for k, v in model([image])[0].items()}
@@ -74,12 +77,29 @@ def test_onnx_runtime_gives_the_eager_models_boxes_masks_maskiou_and_mask_scores
         ious = expected["mask_ious"]
         assert len(ious) and 0.05 < ious.min() and ious.max() < 0.95 and np.unique(ious).size > 1
     assert counts[0] != counts[1] and min(counts) > 0  # the count is not frozen at the trace's
+
+
+def test_onnx_runtime_gives_the_eager_models_boxes_masks_maskiou_and_mask_scores(checkpoint, tmp_path):
+    model = load_model(checkpoint, soft_nms=False)
+    set_threshold_between_images(model)
+    path = export_onnx(model, tmp_path / "model.onnx", example_image=images()[1])  # traced on the other image
+    assert_onnx_runtime_gives_the_eager_outputs(path, model)
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(meta["class_names"]) == CLASS_NAMES
     assert json.loads(meta["category_ids"]) == [i for i, _ in SHAPES_CATEGORIES]
     with pytest.raises(ValueError, match="Soft-NMS does not export"):
         export_onnx(load_model(checkpoint), tmp_path / "soft.onnx")
     assert not (tmp_path / "soft.onnx").exists()
+
+
+def test_an_export_with_the_gpu_paths_on_traces_torchvisions_code(checkpoint, tmp_path):
+    """A model on a GPU exports with the GPU code paths on (msrcnn.ops.gpu_paths): while tracing they
+    give way to torchvision's traceable code, so the file still matches the eager model (GPU paths on)."""
+    model = load_model(checkpoint, soft_nms=False)
+    with gpu_paths():
+        set_threshold_between_images(model)
+        path = export_onnx(model, tmp_path / "model.onnx", example_image=images()[1])
+        assert_onnx_runtime_gives_the_eager_outputs(path, model)
 
 
 def test_export_script_writes_and_checks_the_file(checkpoint, tmp_path):

@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
 from msrcnn.data import CocoInstanceDataset, DetectionDataModule, ResizeToInput, SplitSpec
-from msrcnn.data.crowded import generate_crowded
 from msrcnn.data.transforms import build_train_transforms
 from msrcnn.ops.mask_crops import MaskCrops
+from msrcnn.testing.crowded import generate_crowded
 
 SIZES = [48, 64, 80]  # scale jitter: one of three short sides per item
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from msrcnn.data.crowded import generate_crowded
+from msrcnn.testing.crowded import generate_crowded
 from msrcnn_testing import run_script
 
 BASE = [

@@ -12,10 +12,10 @@ from torchvision.transforms import v2
 
 from model_testing import small_model
 from msrcnn.data import DetectionDataModule, SplitSpec
-from msrcnn.data.crowded import generate_crowded
 from msrcnn.data.transforms import RandomHorizontalFlip
-from msrcnn.host_syncs import count_host_syncs
 from msrcnn.ops.mask_crops import MaskCrops, dense_masks
+from msrcnn.testing.crowded import generate_crowded
+from msrcnn.testing.host_syncs import count_host_syncs
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from msrcnn.data import CocoInstanceDataset, EncodedMasks, ResizeToInput
-from msrcnn.data.crowded import generate_crowded
 from msrcnn.data.masks import nearest_source_indices, rle_runs
 from msrcnn.data.rle import rle_string_counts
 from msrcnn.models.torchvision_ports.transform import MaskScoringTransform
+from msrcnn.testing.crowded import generate_crowded
 
 
 def _random_rles(height: int, width: int, count: int, seed: int = 0) -> list[dict]:

@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 
 from msrcnn.app.input_size import apply_auto_input_size
 from msrcnn.data import DetectionDataModule, SplitSpec
-from msrcnn.data.crowded import generate_crowded
 from msrcnn.data.sizing import choose_input_size
+from msrcnn.testing.crowded import generate_crowded
 
 NUCLEI_IMAGES = np.array([[700, 1100]] * 32)
 

@@ -1,7 +1,7 @@
 """The GPU code paths (msrcnn.ops.gpu_paths), run on the CPU: their host syncs and their outputs.
 
 On a GPU every operation that makes the host wait leaves the device idle; these tests count them
-with msrcnn.host_syncs on the GPU variants (forced with ``gpu_paths()``) and check that each GPU
+with msrcnn.testing.host_syncs on the GPU variants (forced with ``gpu_paths()``) and check that each GPU
 variant computes what torchvision's code does. The ports of torchvision's own components (poolers,
 RPN, matcher, box coder, transform, RoI post-processing, the whole model) are compared with the
 installed torchvision in test_torchvision_parity.py.
@@ -18,12 +18,13 @@ from torchvision.ops import boxes as box_ops
 import msrcnn.ops.nms as nms_module
 import msrcnn.ops.paste as paste_module
 from model_testing import SMALL, small_model, synthetic_batch
-from msrcnn.host_syncs import count_host_syncs
 from msrcnn.models import build_model
 from msrcnn.ops import batched_soft_nms
-from msrcnn.ops.gpu_paths import gpu_paths, use_gpu_paths
+from msrcnn.ops.gpu_paths import use_gpu_paths
 from msrcnn.ops.nms import batched_nms
 from msrcnn.ops.paste import paste_masks_batched
+from msrcnn.testing.gpu_paths import gpu_paths
+from msrcnn.testing.host_syncs import count_host_syncs
 
 
 def clustered_boxes(n: int, groups: int, seed: int = 0, size: float = 400.0):

@@ -27,13 +27,13 @@ from torchvision.ops import MultiScaleRoIAlign as TorchvisionMultiScaleRoIAlign
 
 import msrcnn.models.torchvision_ports as ports
 from model_testing import synthetic_batch, torchvision_pair
-from msrcnn.host_syncs import count_host_syncs
 from msrcnn.models import MaskScoringRoIHeads
 from msrcnn.models.torchvision_ports.box_coder import BoxCoder
 from msrcnn.models.torchvision_ports.poolers import MultiScaleRoIAlign
 from msrcnn.models.torchvision_ports.rpn import Matcher, RegionProposalNetwork
 from msrcnn.models.torchvision_ports.transform import MaskScoringTransform
-from msrcnn.ops.gpu_paths import gpu_paths
+from msrcnn.testing.gpu_paths import gpu_paths
+from msrcnn.testing.host_syncs import count_host_syncs
 from msrcnn_testing import script_env
 
 PATHS = pytest.mark.parametrize("paths", [contextlib.nullcontext, gpu_paths], ids=["cpu", "gpu-paths"])
