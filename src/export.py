@@ -2,7 +2,7 @@
 
 Writes an ONNX file (default: next to the checkpoint, ``last.onnx``) that ONNX Runtime runs on one
 ``float32 [3, H, W]`` RGB image in [0, 1], giving boxes, labels, class scores, masks, MaskIoU and mask
-scores (``msrcnn/export.py``), and checks it against the eager model. Other settings: ``output=PATH``,
+scores (``msrcnn/inference/export.py``), and checks it against the eager model. Other settings: ``output=PATH``,
 ``image=a.jpg`` (the image to trace and check with), ``opset=17``, ``check=false`` (``conf/export.yaml``;
 every key and its default: ``msrcnn.app.schemas.ExportAppConfig``).
 """

@@ -8,7 +8,7 @@ __all__ = ["Prediction", "Predictor", "__version__"]
 def __getattr__(name: str):
     """``msrcnn.Predictor`` and ``msrcnn.Prediction`` are imported on first use (``import msrcnn`` stays light)."""
     if name in ("Predictor", "Prediction"):
-        from msrcnn import predictor
+        from msrcnn import inference
 
-        return getattr(predictor, name)
+        return getattr(inference, name)
     raise AttributeError(f"module 'msrcnn' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""src/export.py and msrcnn.export: a checkpoint as an ONNX file that ONNX Runtime runs like the eager model."""
+"""src/export.py and msrcnn.inference.export: a checkpoint as an ONNX file that ONNX Runtime runs like the eager model."""
 
 import json
 
@@ -13,7 +13,7 @@ from PIL import Image
 from msrcnn.app.export import export
 from msrcnn.config import ConfigError
 from msrcnn.data import SHAPES_CATEGORIES
-from msrcnn.export import OUTPUTS, export_onnx
+from msrcnn.inference.export import OUTPUTS, export_onnx
 from msrcnn.models import load_model
 from msrcnn.testing.gpu_paths import gpu_paths
 from msrcnn_testing import run_script, untrained_checkpoint

@@ -1,4 +1,4 @@
-"""``src/export.py``: a trained checkpoint as an ONNX file for ONNX Runtime (see :mod:`msrcnn.export`).
+"""``src/export.py``: a trained checkpoint as an ONNX file for ONNX Runtime (see :mod:`msrcnn.inference.export`).
 
     python src/export.py ckpt_path=RUN/checkpoints/last.ckpt [format=onnx] [output=model.onnx] [image=a.jpg]
 
@@ -22,19 +22,14 @@ from msrcnn.models import load_model
 
 def export(cfg: DictConfig) -> Path:
     """Exports ``cfg.ckpt_path``; returns the written file's path."""
-    from msrcnn.export import FORMATS, compare_with_eager, export_onnx
-    from msrcnn.predictor import to_image_tensor
+    from msrcnn.data.images import to_image_tensor
+    from msrcnn.inference.export import FORMATS, compare_with_eager, export_onnx
 
     cfg = validate(cfg, ExportAppConfig)
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format} is not valid; expected one of {', '.join(FORMATS)}")
     start = time.perf_counter()
-    image = None
-    if cfg.image:
-        try:
-            image = to_image_tensor(cfg.image)
-        except ValueError as err:
-            raise DataError(str(err)) from None
+    image = to_image_tensor(cfg.image) if cfg.image else None  # an unreadable file: DataError
     model = load_model(cfg.ckpt_path, map_location="cpu", soft_nms=False)
     trained_soft_nms = bool(((model.config or {}).get("model") or {}).get("soft_nms", {}).get("enabled"))
     output = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_suffix(f".{cfg.format}")

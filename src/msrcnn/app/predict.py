@@ -27,14 +27,14 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 
 from msrcnn.app.schemas import PredictConfig
 from msrcnn.config import validate
 from msrcnn.data import DataError
+from msrcnn.data.images import to_image_tensor
 from msrcnn.evaluation import write_json_atomic
-from msrcnn.evaluation.plots import draw_detections, figure_to_array
-from msrcnn.predictor import PRECISIONS, SORT_KEYS, Predictor, to_image_tensor
+from msrcnn.evaluation.plots import render_detections, save_image
+from msrcnn.inference import PRECISIONS, SORT_KEYS, Predictor
 
 log = logging.getLogger("msrcnn.app")
 
@@ -132,7 +132,7 @@ def predict(cfg: DictConfig) -> Path:
             if cfg.render:
                 name = path.stem if path.stem not in used_names else f"{path.stem}_{image_id}"
                 used_names.add(name)
-                fig = draw_detections(
+                pixels = render_detections(
                     image,
                     record,
                     names,
@@ -141,7 +141,7 @@ def predict(cfg: DictConfig) -> Path:
                     min_instances=cfg.render_min_instances,
                     title=path.name,
                 )
-                Image.fromarray(figure_to_array(fig)).save(overlay_dir / f"{name}.png")
+                save_image(pixels, overlay_dir / f"{name}.png")
 
     result = {
         "info": {

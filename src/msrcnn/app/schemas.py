@@ -11,7 +11,7 @@ dataclass (:func:`msrcnn.config.derive.schema_of`), so every default is stated o
   training app's :data:`TRAINING_KEYS`;
 * ``trainer``: ``lightning.Trainer`` (:mod:`msrcnn.config.trainer`);
 * ``src/predict.py``: :class:`msrcnn.Predictor` and the overlay drawing; ``src/export.py``:
-  :func:`msrcnn.export.export_onnx`.
+  :func:`msrcnn.inference.export.export_onnx`.
 
 Importing this module registers the schemas ``conf/`` composes onto with Hydra's ConfigStore
 (:func:`register_schemas`). The config it validates is converted into the builders' arguments once,
@@ -41,14 +41,14 @@ from msrcnn.config.schema import (
     Split,
 )
 from msrcnn.config.trainer import TrainerConfig
-from msrcnn.export import export_onnx
+from msrcnn.inference import Prediction, Predictor
+from msrcnn.inference.export import export_onnx
 from msrcnn.models import BACKBONES, build_backbone, build_model
 from msrcnn.models.backbones import NORMS
 from msrcnn.models.factory import BOX_HEADS, model_arguments
 from msrcnn.models.maskiou import INPUT_DESIGNS, TRAIN_SAMPLES, TRAIN_TARGETS
 from msrcnn.models.roi_heads import MaskIoUConfig, SoftNMSConfig
 from msrcnn.ops.soft_nms import SOFT_NMS_METHODS
-from msrcnn.predictor import Prediction, Predictor
 from msrcnn.training.module import TRAIN_ONLY, MaskScoringModule
 
 HEAD_NAMES = ("maskiou", "none")  # conf/head/: the MaskIoU head, or none (a plain Mask R-CNN)
@@ -196,7 +196,7 @@ ExportAppConfig = derive.schema_of(
     {"opset": _export["opset"]},
     lead=[
         ("ckpt_path", str, field(default=MISSING)),
-        ("format", str, field(default="onnx")),  # msrcnn.export.FORMATS: onnx (ONNX Runtime)
+        ("format", str, field(default="onnx")),  # msrcnn.inference.export.FORMATS: onnx (ONNX Runtime)
         ("output", Optional[str], field(default=None)),  # null: the checkpoint's path, .onnx  # noqa: UP045
         ("image", Optional[str], field(default=None)),  # the image to trace and check with; null: random  # noqa: UP045
         ("check", bool, field(default=True)),  # run the file with ONNX Runtime, compare with the eager model

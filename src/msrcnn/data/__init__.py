@@ -1,9 +1,11 @@
 """Data layer: COCO-format loading and validation, the synthetic ``shapes`` set, transforms, samplers
-and the LightningDataModule. Independent of the model code."""
+and the LightningDataModule. Independent of the model code.
+
+``DetectionDataModule`` and ``collate`` are imported on first use: decoding an image
+(:func:`read_image`, e.g. for ``msrcnn.Predictor``) does not load Lightning."""
 
 from msrcnn.data.annotations import CategoryMap, SplitStats, load_annotation_file
 from msrcnn.data.coco import CocoInstanceDataset, SplitSpec, coco2017_splits
-from msrcnn.data.datamodule import DetectionDataModule, collate
 from msrcnn.data.errors import DataError
 from msrcnn.data.images import read_image
 from msrcnn.data.masks import EncodedMasks
@@ -36,3 +38,12 @@ __all__ = [
     "read_image",
     "shapes_splits",
 ]
+
+
+def __getattr__(name: str):
+    """``DetectionDataModule`` and ``collate`` (Lightning) are imported on first use."""
+    if name in ("DetectionDataModule", "collate"):
+        from msrcnn.data import datamodule
+
+        return getattr(datamodule, name)
+    raise AttributeError(f"module 'msrcnn.data' has no attribute {name!r}")

@@ -5,7 +5,9 @@ are matplotlib ``Figure`` objects on the Agg canvas, made outside pyplot (no glo
 display, nothing to close); :func:`figure_to_array` renders one as an ``uint8 [H, W, 3]`` image.
 
 * :func:`draw_detections`: an image with its predicted masks, boxes and per-instance class score,
-  predicted MaskIoU and mask score.
+  predicted MaskIoU and mask score; :func:`render_detections` gives it as pixels and
+  :func:`save_image` writes pixels as an image file (``msrcnn.Prediction.draw`` / ``.save`` and
+  ``src/predict.py``'s overlays).
 * :func:`maskiou_scatter`: paper Figure 5, predicted vs GT MaskIoU.
 * :func:`score_vs_maskiou`: paper Figure 2, class score (and mask score) vs GT MaskIoU.
 * :func:`mask_gallery`: crops of chosen detections (e.g. the best and worst scored masks).
@@ -29,7 +31,9 @@ from faster_coco_eval.core import mask as mask_utils
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from PIL import Image
 
+from msrcnn.atomic import atomic_open
 from msrcnn.evaluation.coco_eval import maskiou_pearson
 from msrcnn.evaluation.records import DetectionRecord
 
@@ -43,6 +47,8 @@ __all__ = [
     "load_run_records",
     "mask_gallery",
     "maskiou_scatter",
+    "render_detections",
+    "save_image",
     "score_vs_maskiou",
     "select_detections",
 ]
@@ -196,6 +202,25 @@ def draw_detections(
             bbox=dict(facecolor="black", alpha=0.6, pad=1.0, edgecolor="none"),
         )
     return fig
+
+
+def render_detections(
+    image: Any, record: Any, class_names: Mapping[int, str] | None = None, **kwargs: Any
+) -> np.ndarray:
+    """:func:`draw_detections` (same arguments) rendered as ``uint8 [H', W', 3]``."""
+    return figure_to_array(draw_detections(image, record, class_names, **kwargs))
+
+
+def save_image(pixels: np.ndarray, path: str | os.PathLike) -> Path:
+    """Writes ``uint8 [H, W, 3]`` pixels as an image file, atomically, in the format of the path's
+    suffix (``.png``, ``.jpg``, ...); returns the path."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image suffix {path.suffix!r} (use .png or .jpg)")
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(pixels).save(f, format=fmt)
+    return path
 
 
 def _scatter(ax, x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, title: str, diagonal: bool) -> None:

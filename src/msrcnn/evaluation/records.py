@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from msrcnn.evaluation.rle import _encode_roi_masks, encode_masks
+from msrcnn.models.maskiou import mask_scores
 
 __all__ = ["DetectionRecord", "label_to_cat_id_from_coco", "make_record"]
 
@@ -74,10 +75,9 @@ class DetectionRecord:
 
     @property
     def mask_scores(self) -> np.ndarray:
-        """Mask Scoring ranking ``score * mask_iou`` (the class score for a plain Mask R-CNN)."""
-        if self.mask_ious is None:
-            return self.scores
-        return self.scores * self.mask_ious
+        """Mask Scoring ranking ``score * mask_iou`` (the class score for a plain Mask R-CNN):
+        :func:`msrcnn.models.maskiou.mask_scores`, as the model computes its ``mask_scores``."""
+        return mask_scores(self.scores, self.mask_ious)
 
 
 def _label_lookup(label_to_cat_id: Sequence[int] | Tensor | np.ndarray) -> np.ndarray:
@@ -104,7 +104,8 @@ def make_record(
 
     Keeps the ``max_dets`` detections with the highest class score (sorted by decreasing
     class score), selects and binarises on the output's device, then moves to the CPU once
-    per field. ``mask_scores`` is not read: the record recomputes ``scores * mask_ious``.
+    per field. ``mask_scores`` is not read: the record keeps ``scores`` and ``mask_ious``, and its
+    :attr:`DetectionRecord.mask_scores` applies the model's own function to them.
     The masks are either pasted ``masks`` ``[K, 1, H, W]`` or, from a model with
     ``mask_output="roi"``, ``roi_masks`` ``[K, 1, M, M]`` with ``image_size`` (the same RLEs,
     computed from the box regions only: :func:`encode_roi_masks`).

@@ -7,7 +7,7 @@ Everything here is vectorised over RoIs; the only Python loops run over images.
 from __future__ import annotations
 
 import typing
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,8 @@ TrainSamples = Literal["positives", "detections"]
 INPUT_DESIGNS: tuple[str, ...] = typing.get_args(InputDesign)
 TRAIN_TARGETS: tuple[str, ...] = typing.get_args(TrainTarget)
 TRAIN_SAMPLES: tuple[str, ...] = typing.get_args(TrainSamples)
+
+Scores = TypeVar("Scores")  # a Tensor or a NumPy array
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -239,6 +241,13 @@ def maskiou_loss(
     per_entry = 0.5 * (pred.float() - targets) ** 2 * weights
     denom = torch.as_tensor(num_samples, dtype=torch.float32, device=pred.device).clamp(min=1.0)
     return loss_weight * per_entry.sum() / denom
+
+
+def mask_scores(scores: Scores, mask_ious: Scores | None) -> Scores:
+    """The mask score that ranks masks at inference (paper Sec. 3.2): class score x predicted MaskIoU,
+    elementwise, in the inputs' dtype; the class scores themselves without MaskIoUs (a plain Mask
+    R-CNN). Tensors or NumPy arrays: the model's outputs, and records read back from files."""
+    return scores if mask_ious is None else scores * mask_ious
 
 
 class MaskIoUHead(nn.Module):

@@ -26,6 +26,7 @@ from msrcnn.models.maskiou import (
     _check_choice,
     detection_like_negatives,
     mask_iou_targets_matched,
+    mask_scores,
     maskiou_loss,
     negative_targets,
     present_class_targets,
@@ -307,7 +308,7 @@ class MaskScoringRoIHeads(RoIHeads):
                 # lab.shape[0], not len(lab): a traced (ONNX) graph keeps the count dynamic
                 for r, iou in zip(result, ious.split([lab.shape[0] for lab in det_labels])):
                     r["mask_ious"] = iou.to(r["scores"].dtype)
-                    r["mask_scores"] = r["scores"] * r["mask_ious"]
+                    r["mask_scores"] = mask_scores(r["scores"], r["mask_ious"])
         return result, losses
 
     def _highres_features(self, features, proposals, image_shapes) -> Tensor | None:

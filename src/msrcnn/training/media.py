@@ -36,6 +36,7 @@ import numpy as np
 
 from msrcnn.evaluation import AP_KEYS, gt_mask_ious
 from msrcnn.evaluation.plots import decode_rle, image_to_array, select_detections
+from msrcnn.models import maskiou
 from msrcnn.training.module import flatten_metrics
 
 log = logging.getLogger("msrcnn.training")
@@ -77,7 +78,7 @@ def detection_rows(
     scores = np.concatenate([r.scores for r in records]).astype(np.float64)
     has_maskiou = all(r.mask_ious is not None for r in records)
     predicted = np.concatenate([r.mask_ious for r in records]).astype(np.float64) if has_maskiou else None
-    mask_scores = scores * predicted if predicted is not None else scores
+    mask_scores = maskiou.mask_scores(scores, predicted)
     gt_iou = np.concatenate(gt).astype(np.float64) if gt is not None else None
     keep = np.arange(len(scores))
     if len(keep) > max_rows:
