@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from bench_model import NUM_CLASSES, r18_kwargs, synthetic_targets, torchvision_twin
 from common import compare, measure, paired_ratio
+from profiles import GPUSettings
 
 from msrcnn.models import build_model
 
@@ -65,16 +66,16 @@ def _train_step(model, images, targets, dtype: torch.dtype | None, scaler=None) 
     return step
 
 
-def bench_gpu(device: torch.device, cfg: dict[str, Any], repeats: int, warmup: int) -> dict[str, Any]:
-    height, width = cfg["size"]
+def bench_gpu(device: torch.device, cfg: GPUSettings, repeats: int, warmup: int) -> dict[str, Any]:
+    height, width = cfg.size
     torch.manual_seed(0)
-    kwargs = r18_kwargs((height, width), cfg["detections"], None)
-    model = build_model(num_classes=NUM_CLASSES, backbone=cfg["backbone"], **kwargs).to(device)
+    kwargs = r18_kwargs((height, width), cfg.detections, None)
+    model = build_model(num_classes=NUM_CLASSES, backbone=cfg.backbone, **kwargs).to(device)
     twin = torchvision_twin(model, **kwargs).to(device)
-    images, targets = synthetic_targets(cfg["batch"], height, width, cfg["gt"])
+    images, targets = synthetic_targets(cfg.batch, height, width, cfg.gt)
     images = [im.to(device) for im in images]
     targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-    out: dict[str, Any] = {"device": str(device), "backbone": cfg["backbone"], "size": [height, width]}
+    out: dict[str, Any] = {"device": str(device), "backbone": cfg.backbone, "size": [height, width]}
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
 
@@ -108,12 +109,12 @@ def bench_gpu(device: torch.device, cfg: dict[str, Any], repeats: int, warmup: i
     model.train()
     last.train()
     steps: dict[str, Callable[[], float]] = {"float32": _train_step(model, images, targets, None)}
-    for name in cfg["amp_dtypes"]:
+    for name in cfg.amp_dtypes:
         dtype = getattr(torch, name)
         scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
         steps[name] = _train_step(model, images, targets, dtype, scaler)
     steps["float32 channels_last"] = _train_step(last, images, targets, None)
-    if "bfloat16" in cfg["amp_dtypes"]:
+    if "bfloat16" in cfg.amp_dtypes:
         steps["bfloat16 channels_last"] = _train_step(last, images, targets, torch.bfloat16)
     losses: dict[str, list[float]] = {name: [] for name in steps}
 
@@ -134,7 +135,7 @@ def bench_gpu(device: torch.device, cfg: dict[str, Any], repeats: int, warmup: i
         }
         for name in steps
     }
-    out["train_step"] = {"batch": cfg["batch"], "modes": train, "timings": t}
+    out["train_step"] = {"batch": cfg.batch, "modes": train, "timings": t}
 
     # what users compare: inference ms/image for each mask output, and training images/s
     model.eval()
@@ -152,13 +153,13 @@ def bench_gpu(device: torch.device, cfg: dict[str, Any], repeats: int, warmup: i
         out["cuda_syncs_per_image"] = cuda_syncs
     model.train()
     rows = []
-    for batch in cfg["throughput_batches"]:
-        b_images, b_targets = synthetic_targets(batch, height, width, cfg["gt"], seed=1)
+    for batch in cfg.throughput_batches:
+        b_images, b_targets = synthetic_targets(batch, height, width, cfg.gt, seed=1)
         b_images = [im.to(device) for im in b_images]
         b_targets = [{k: v.to(device) for k, v in t.items()} for t in b_targets]
         for name in ("float32", "bfloat16"):
             dtype = None if name == "float32" else torch.bfloat16
-            if dtype is not None and name not in cfg["amp_dtypes"]:
+            if dtype is not None and name not in cfg.amp_dtypes:
                 continue
             seconds = measure(_train_step(model, b_images, b_targets, dtype), repeats, warmup)["median_s"]
             rows.append({"batch": batch, "dtype": name, "step_s": seconds, "images_per_s": batch / seconds})

@@ -140,6 +140,15 @@ class Table:
         return "\n".join(lines)
 
 
+@dataclass
+class Section:
+    """What a benchmark section returns: its figures (``results.json``), its printed table and its targets."""
+
+    results: dict[str, Any]
+    table: Table
+    targets: list[Target] = field(default_factory=list)
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms" if seconds < 10 else f"{seconds:.2f} s"
 

@@ -7,6 +7,8 @@ Sections: inference, train_step, maskiou_targets, soft_nms, paste, evaluation, d
 host_syncs, gpu
 (the GPU checks: run on a CUDA device, reported as skipped without one; ``--quick`` runs them on
 the CPU as a smoke test).
+Each section is a ``run_*`` function that returns its :class:`common.Section` (figures, table,
+targets); the sizes and repeats of both profiles are in ``profiles.py``.
 Prints one table per section and the targets of issue #6 (met or not), and writes
 ``benchmarks/results.json`` (atomically) with the machine and every figure. Timings are wall-clock
 medians of interleaved repeats after warm-up (``time.perf_counter``). ``--quick`` is a smoke run
@@ -19,17 +21,32 @@ on a small shared machine every parallel region then waits for a descheduled spi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import Table, Target, fmt_ratio, machine_info, ms  # benchmarks/, the script's folder
+from common import Section, Table, Target, fmt_ratio, machine_info, ms  # benchmarks/, the script's folder
+from profiles import (
+    PROFILES,
+    DataLoadingSettings,
+    EvaluationSettings,
+    GPUSettings,
+    HostSyncsSettings,
+    InferenceSettings,
+    LoaderSettings,
+    MaskIoUTargetsSettings,
+    PasteSettings,
+    SoftNMSSettings,
+    TrainStepSettings,
+)
 
 from msrcnn.evaluation import write_json_atomic
 
@@ -48,92 +65,6 @@ SECTIONS = (
     "gpu",
 )
 
-PROFILES: dict[str, dict[str, Any]] = {
-    "full": {
-        "repeats": 3,
-        "warmup": 1,
-        "inference": {"sizes": [(384, 384), (600, 1000)], "detections": 100, "proposals": None},
-        "train_step": {"sizes": [(384, 384), (600, 1000)], "batch": 2, "gt": 10},
-        "maskiou_targets": {"rois": 512, "gt": 20, "size": (800, 1333), "repeats": 5},
-        "soft_nms": {"boxes": [1000, 2000], "repeats": 10},
-        "paste": {"masks": 100, "size": (800, 1333), "repeats": 5},
-        "evaluation": {"images": 500, "size": (480, 640), "detections": 100},
-        "gpu": {
-            "backbone": "r50_fpn",
-            "size": (800, 1333),
-            "detections": 100,
-            "batch": 2,
-            "gt": 10,
-            "amp_dtypes": ["bfloat16", "float16"],
-            "throughput_batches": [2, 8, 16],
-            "cpu_smoke": False,
-        },
-        "loader": {"images": 12, "size": (512, 832), "batches": 12},
-        "host_syncs": {
-            "backbone": "r50_fpn",
-            "size": (800, 1333),
-            "detections": 100,
-            "train_size": (512, 832),
-            "train_batch": 4,
-            "train_gt": 12,
-        },
-        "data_loading": {
-            "num_train": 96,
-            "image_size": None,
-            "workers": [0, 1, 2],
-            "batches": 20,
-            "steps": 5,
-            "fed_steps": 10,
-        },
-    },
-    "quick": {
-        "repeats": 1,
-        "warmup": 0,
-        "inference": {"sizes": [(128, 128)], "detections": 10, "proposals": 100},
-        "train_step": {
-            "sizes": [(128, 128)],
-            "batch": 1,
-            "gt": 3,
-            "model_kwargs": {
-                "rpn_pre_nms_top_n_train": 200,
-                "rpn_post_nms_top_n_train": 200,
-                "box_batch_size_per_image": 64,
-            },
-        },
-        "maskiou_targets": {"rois": 32, "gt": 4, "size": (128, 160), "repeats": 1},
-        "soft_nms": {"boxes": [200], "repeats": 1},
-        "paste": {"masks": 10, "size": (128, 160), "repeats": 1},
-        "evaluation": {"images": 6, "size": (96, 128), "detections": 20},
-        "gpu": {
-            "backbone": "r18_fpn",
-            "size": (128, 128),
-            "detections": 10,
-            "batch": 1,
-            "gt": 3,
-            "amp_dtypes": ["bfloat16"],
-            "throughput_batches": [1, 2],
-            "cpu_smoke": True,
-        },
-        "loader": {"images": 2, "size": (128, 208), "batches": 2},
-        "host_syncs": {
-            "backbone": "r18_fpn",
-            "size": (128, 192),
-            "detections": 10,
-            "train_size": (128, 192),
-            "train_batch": 2,
-            "train_gt": 3,
-        },
-        "data_loading": {
-            "num_train": 8,
-            "image_size": 64,
-            "workers": [0, 1, 2],
-            "batches": 2,
-            "steps": 1,
-            "fed_steps": 2,
-        },
-    },
-}
-
 # issue #6 targets
 INFERENCE_SLACK = 1.05  # time ratio within 5% of the FLOP bound
 SOFT_NMS_SPEEDUP = 10.0
@@ -146,14 +77,14 @@ def size_key(size) -> str:
 
 
 # --------------------------------------------------------------------------- sections
-def run_inference(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+def run_inference(cfg: InferenceSettings, repeats: int, warmup: int) -> Section:
     from bench_model import bench_inference
 
-    cfg = p["inference"]
     out = {}
+    targets = []
     table = Table("inference: MaskScoringRCNN vs torchvision MaskRCNN, same weights, R18-FPN, 81 classes")
-    for size in cfg["sizes"]:
-        r = bench_inference(tuple(size), cfg["detections"], cfg["proposals"], repeats, warmup)
+    for size in cfg.sizes:
+        r = bench_inference(tuple(size), cfg.detections, cfg.proposals, repeats, warmup)
         out[size_key(size)] = r
         k = size_key(size)
         table.add(
@@ -191,20 +122,17 @@ def run_inference(p: dict, repeats: int, warmup: int, results: dict, tables: lis
                 "x",
             )
         )
-    results["inference"] = out
-    tables.append(table)
+    return Section(out, table, targets)
 
 
-def run_train_step(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+def run_train_step(cfg: TrainStepSettings, repeats: int, warmup: int) -> Section:
     from bench_model import bench_train_step, bench_train_step_samples
 
-    cfg = p["train_step"]
     out = {}
-    table = Table(
-        f"training step (forward + backward + SGD), batch {cfg['batch']}: MS R-CNN vs no MaskIoU head"
-    )
-    for size in cfg["sizes"]:
-        r = bench_train_step(tuple(size), cfg["batch"], cfg["gt"], repeats, warmup, cfg.get("model_kwargs"))
+    targets = []
+    table = Table(f"training step (forward + backward + SGD), batch {cfg.batch}: MS R-CNN vs no MaskIoU head")
+    for size in cfg.sizes:
+        r = bench_train_step(tuple(size), cfg.batch, cfg.gt, repeats, warmup, cfg.model_kwargs)
         k = size_key(size)
         out[k] = r
         table.add(f"{k}: MS R-CNN", ms(r["ms_s"]), f"{r['images_per_s']:.2f} images/s")
@@ -230,9 +158,7 @@ def run_train_step(p: dict, repeats: int, warmup: int, results: dict, tables: li
             )
         )
         # head.samples=detections (beyond the paper) against the paper's positives, same weights and RoIs
-        rs = bench_train_step_samples(
-            tuple(size), cfg["batch"], cfg["gt"], repeats, warmup, cfg.get("model_kwargs")
-        )
+        rs = bench_train_step_samples(tuple(size), cfg.batch, cfg.gt, repeats, warmup, cfg.model_kwargs)
         r["samples_detections"] = rs
         table.add(
             f"{k}: head.samples=detections / positives",
@@ -248,23 +174,18 @@ def run_train_step(p: dict, repeats: int, warmup: int, results: dict, tables: li
                 "x",
             )
         )
-    results["train_step"] = out
-    tables.append(table)
+    return Section(out, table, targets)
 
 
-def run_maskiou_targets(
-    p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list
-) -> None:
+def run_maskiou_targets(cfg: MaskIoUTargetsSettings, warmup: int, train_step: dict | None) -> Section:
+    """``train_step``: the figures of the train_step section, if it ran (the targets' share of its step)."""
     from bench_model import bench_maskiou_targets
 
-    cfg = p["maskiou_targets"]
-    r = bench_maskiou_targets(cfg["rois"], cfg["gt"], tuple(cfg["size"]), cfg["repeats"], warmup)
-    train = results.get("train_step") or {}
-    if train:
-        largest = list(train.values())[-1]
+    r = bench_maskiou_targets(cfg.rois, cfg.gt, tuple(cfg.size), cfg.repeats, warmup)
+    if train_step:
+        largest = list(train_step.values())[-1]
         r["share_of_train_step_in_step"] = largest["maskiou_targets_share"]
-    results["maskiou_targets"] = r
-    table = Table(f"MaskIoU targets: {cfg['rois']} RoIs, {cfg['gt']} GT masks of {size_key(cfg['size'])}")
+    table = Table(f"MaskIoU targets: {cfg.rois} RoIs, {cfg.gt} GT masks of {size_key(cfg.size)}")
     table.add("mask_iou_targets_matched", ms(r["seconds"]), f"{r['per_roi_us']:.0f} us per RoI")
     for name, seconds in r["breakdown_s"].items():
         table.add(f"  of which {name}", ms(seconds), f"{100 * seconds / r['seconds']:.0f}%")
@@ -274,19 +195,19 @@ def run_maskiou_targets(
             f"{100 * r['share_of_train_step_in_step']:.2f}%",
             "see train_step",
         )
-    tables.append(table)
+    return Section(r, table)
 
 
-def run_soft_nms(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+def run_soft_nms(cfg: SoftNMSSettings, warmup: int, inference: dict | None) -> Section:
+    """``inference``: the figures of the inference section, if it ran (Soft-NMS's share of an inference)."""
     from bench_softnms import bench_soft_nms
 
-    cfg = p["soft_nms"]
     out = {}
+    targets = []
     table = Table("Soft-NMS (linear, Nt 0.5, Detectron's test values) over 80 classes")
-    inference = results.get("inference") or {}
     infer_s = list(inference.values())[-1]["ms_s"] if inference else None
-    for n in cfg["boxes"]:
-        r = bench_soft_nms(n, cfg["repeats"], max(warmup, 1))
+    for n in cfg.boxes:
+        r = bench_soft_nms(n, cfg.repeats, max(warmup, 1))
         if infer_s:
             r["share_of_inference"] = r["soft_nms_s"] / infer_s
         out[str(n)] = r
@@ -337,8 +258,7 @@ def run_soft_nms(p: dict, repeats: int, warmup: int, results: dict, tables: list
                     "fraction",
                 )
             )
-    results["soft_nms"] = out
-    tables.append(table)
+    return Section(out, table, targets)
 
 
 def _paste_under_thp(args: argparse.Namespace) -> dict | None:
@@ -359,21 +279,15 @@ def _paste_under_thp(args: argparse.Namespace) -> dict | None:
         return json.loads(out.read_text())["paste"]
 
 
-def run_paste(
-    p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list, args: argparse.Namespace
-) -> None:
+def run_paste(cfg: PasteSettings, warmup: int, args: argparse.Namespace) -> Section:
     from bench_model import bench_paste, bench_zeros
 
-    cfg = p["paste"]
-    size = tuple(cfg["size"])
-    r = bench_paste(cfg["masks"], size, cfg["repeats"], max(warmup, 1))
-    r["zeros_only_s"] = bench_zeros(cfg["masks"], size, cfg["repeats"])
+    size = tuple(cfg.size)
+    r = bench_paste(cfg.masks, size, cfg.repeats, max(warmup, 1))
+    r["zeros_only_s"] = bench_zeros(cfg.masks, size, cfg.repeats)
     if os.environ.get("THP_MEM_ALLOC_ENABLE") != "1" and not args.no_subprocess:
         r["with_THP_MEM_ALLOC_ENABLE"] = _paste_under_thp(args)
-    results["paste"] = r
-    table = Table(
-        f"mask paste: {cfg['masks']} masks into {size_key(size)} ({r['output_mb']:.0f} MiB of output)"
-    )
+    table = Table(f"mask paste: {cfg.masks} masks into {size_key(size)} ({r['output_mb']:.0f} MiB of output)")
     table.add("torchvision paste_masks_in_image", ms(r["torchvision_s"]))
     table.add(
         "msrcnn.ops.paste (fast_mask_paste)",
@@ -394,16 +308,14 @@ def run_paste(
         table.add(
             "with THP_MEM_ALLOC_ENABLE=1: msrcnn", ms(thp["msrcnn_s"]), f"{fmt_ratio(thp['speedup'])} faster"
         )
-    tables.append(table)
+    return Section(r, table)
 
 
-def run_evaluation(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+def run_evaluation(cfg: EvaluationSettings) -> Section:
     from bench_eval import bench_evaluation
 
-    cfg = p["evaluation"]
     with tempfile.TemporaryDirectory() as tmp:
-        r = bench_evaluation(Path(tmp), cfg["images"], tuple(cfg["size"]), cfg["detections"])
-    results["evaluation"] = r
+        r = bench_evaluation(Path(tmp), cfg.images, tuple(cfg.size), cfg.detections)
     ours = r["msrcnn"]
     table = Table(
         f"COCO evaluation, bbox + segm: {r['images']} images of {size_key(r['image_size'])}, "
@@ -476,8 +388,7 @@ def run_evaluation(p: dict, repeats: int, warmup: int, results: dict, tables: li
         f"{boot['fraction_of_cocoeval_3_rankings']:.0%} of COCOeval's 3 segm rankings "
         f"({ms(boot['cocoeval_3_segm_rankings_s'])})",
     )
-    tables.append(table)
-    targets.append(
+    targets = [
         Target(
             "evaluation: the gain's bootstrap (1,000 resamples) as a share of evaluate_records",
             boot["fraction_of_evaluate_records"] * 100,
@@ -485,9 +396,7 @@ def run_evaluation(p: dict, repeats: int, warmup: int, results: dict, tables: li
             "<=",
             "%",
             note=f"{boot['fraction_of_cocoeval_3_rankings']:.0%} of COCOeval on the 3 segm rankings alone",
-        )
-    )
-    targets.append(
+        ),
         Target(
             # Like for like: torchmetrics evaluates bbox + one segm ranking, and so does this figure.
             "evaluation: speed-up over torchmetrics (pycocotools backend), from model outputs, same work",
@@ -497,25 +406,18 @@ def run_evaluation(p: dict, repeats: int, warmup: int, results: dict, tables: li
             "x",
             note=f"with the paper's 3 segm rankings + oracle + Pearson {r['speedup_vs_torchmetrics_pycocotools']:.2f}x; "
             f"evaluate_records alone vs torchmetrics compute {alone_one:.2f}x (all rankings {alone:.2f}x)",
-        )
-    )
+        ),
+    ]
+    return Section(r, table, targets)
 
 
-def run_data_loading(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+def run_data_loading(cfg: DataLoadingSettings) -> Section:
     from bench_data import bench_data
 
-    cfg = p["data_loading"]
     with tempfile.TemporaryDirectory() as tmp:
         r = bench_data(
-            Path(tmp),
-            cfg["num_train"],
-            cfg["image_size"],
-            cfg["workers"],
-            cfg["batches"],
-            cfg["steps"],
-            cfg["fed_steps"],
+            Path(tmp), cfg.num_train, cfg.image_size, cfg.workers, cfg.batches, cfg.steps, cfg.fed_steps
         )
-    results["data_loading"] = r
     table = Table(
         f"data loading: synthetic shapes {r['image_size']} px, batch {r['batch_size']} (demo settings)"
     )
@@ -535,7 +437,7 @@ def run_data_loading(p: dict, repeats: int, warmup: int, results: dict, tables: 
         f"{r['fed_images_per_s']:.1f} images/s",
         f"{100 * r['fed_over_appetite']:.0f}% of the appetite",
     )
-    tables.append(table)
+    return Section(r, table)
 
 
 LOADER_SAMPLES_PER_S = 15.0  # one worker: 8 feed > 100 images/s
@@ -547,13 +449,11 @@ SYNC_BUDGETS = {
 }
 
 
-def run_loader(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+def run_loader(cfg: LoaderSettings) -> Section:
     from bench_data import bench_crowded_loader
 
-    cfg = p["loader"]
     with tempfile.TemporaryDirectory() as tmp:
-        r = bench_crowded_loader(Path(tmp), cfg["images"], tuple(cfg["size"]), cfg["batches"])
-    results["loader"] = r
+        r = bench_crowded_loader(Path(tmp), cfg.images, tuple(cfg.size), cfg.batches)
     table = Table(
         f"loader: one worker, crowded 700x1100 frames (80-190 instances) at {r['input_size'][0]}x{r['input_size'][1]}, uncached"
     )
@@ -563,22 +463,16 @@ def run_loader(p: dict, repeats: int, warmup: int, results: dict, tables: list, 
         f"{r['speedup']:.1f}x",
     )
     table.add("masks as full-image planes (before)", f"{r['dense']['samples_per_s']:.1f} samples/s")
-    tables.append(table)
-    targets.append(
-        Target(
-            "loader samples/s per worker, crowded frames",
-            r["crops"]["samples_per_s"],
-            LOADER_SAMPLES_PER_S,
-            ">=",
-        )
+    target = Target(
+        "loader samples/s per worker, crowded frames", r["crops"]["samples_per_s"], LOADER_SAMPLES_PER_S, ">="
     )
+    return Section(r, table, [target])
 
 
-def run_host_syncs(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+def run_host_syncs(cfg: HostSyncsSettings) -> Section:
     from bench_syncs import bench_syncs
 
-    r = bench_syncs(p["host_syncs"])
-    results["host_syncs"] = r
+    r = bench_syncs(cfg)
     h, w = r["size"]
     table = Table(
         f"host syncs (counted on the CPU, GPU code paths): {r['backbone']}, {h}x{w}, {r['detections']} detections"
@@ -592,33 +486,32 @@ def run_host_syncs(p: dict, repeats: int, warmup: int, results: dict, tables: li
         f"training step, {tb} images {th}x{tw}, {r['train_gt']} objects each", str(r["train_step"]["total"])
     )
     table.add("torchvision MaskRCNN training step", str(r["torchvision_train_step"]["total"]), "same counter")
-    tables.append(table)
-    for key, budget in SYNC_BUDGETS.items():
-        targets.append(Target(f"host syncs: {key.replace('_', ' ')}", r[key]["total"], budget, "<="))
+    targets = [
+        Target(f"host syncs: {key.replace('_', ' ')}", r[key]["total"], budget, "<=")
+        for key, budget in SYNC_BUDGETS.items()
+    ]
+    return Section(r, table, targets)
 
 
 GPU_RATIO = 1.05
 
 
-def run_gpu(p: dict, repeats: int, warmup: int, results: dict, tables: list, targets: list) -> None:
+def run_gpu(cfg: GPUSettings, repeats: int, warmup: int) -> Section:
     from bench_gpu import bench_gpu
 
-    cfg = dict(p["gpu"])
-    height, width = cfg["size"]
-    table = Table(f"GPU checks: {cfg['backbone']} at {height}x{width}, {cfg['detections']} detections")
+    height, width = cfg.size
+    table = Table(f"GPU checks: {cfg.backbone} at {height}x{width}, {cfg.detections} detections")
     if torch.cuda.is_available():
         device = torch.device("cuda")
         if not torch.cuda.is_bf16_supported():
-            cfg["amp_dtypes"] = [d for d in cfg["amp_dtypes"] if d != "bfloat16"]
-    elif cfg["cpu_smoke"]:
+            cfg = dataclasses.replace(cfg, amp_dtypes=[d for d in cfg.amp_dtypes if d != "bfloat16"])
+    elif cfg.cpu_smoke:
         device = torch.device("cpu")
     else:
-        results["gpu"] = {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
         table.add("skipped", "no CUDA device", "run `make bench ARGS='--only gpu'` on a machine with one")
-        tables.append(table)
-        return
+        return Section({"skipped": "no CUDA device (torch.cuda.is_available() is False)"}, table)
     r = bench_gpu(device, cfg, repeats, warmup)
-    results["gpu"] = r
+    targets = []
     inf = r["inference"]
     table.add("device", r.get("device_name", r["device"]))
     table.add("inference: MS R-CNN", ms(inf["ms_s"]), f"{inf['detections']} detections")
@@ -644,18 +537,17 @@ def run_gpu(p: dict, repeats: int, warmup: int, results: dict, tables: list, tar
         )
     for row in r["train_throughput"]:
         table.add(f"training, batch {row['batch']}, {row['dtype']}", f"{row['images_per_s']:.1f} img/s")
-    tables.append(table)
     if device.type == "cuda":
         targets.append(
             Target(
-                f"GPU inference ratio, {cfg['backbone']} at {height}x{width}",
+                f"GPU inference ratio, {cfg.backbone} at {height}x{width}",
                 inf["time_ratio"],
                 GPU_RATIO,
                 "<=",
                 "x",
             )
         )
-        for name in cfg["amp_dtypes"]:
+        for name in cfg.amp_dtypes:
             mode = r["train_step"]["modes"][name]
             targets.append(
                 Target(
@@ -667,19 +559,7 @@ def run_gpu(p: dict, repeats: int, warmup: int, results: dict, tables: list, tar
                     note=f"{mode['speedup_over_float32']:.2f}x the speed of float32",
                 )
             )
-
-
-RUNNERS = {
-    "inference": run_inference,
-    "train_step": run_train_step,
-    "maskiou_targets": run_maskiou_targets,
-    "soft_nms": run_soft_nms,
-    "evaluation": run_evaluation,
-    "data_loading": run_data_loading,
-    "loader": run_loader,
-    "host_syncs": run_host_syncs,
-    "gpu": run_gpu,
-}
+    return Section(r, table, targets)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -718,8 +598,8 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
     profile = PROFILES["quick" if args.quick else "full"]
-    repeats = args.repeats or profile["repeats"]
-    warmup = profile["warmup"]
+    repeats = args.repeats or profile.repeats
+    warmup = profile.warmup
     results: dict[str, Any] = {
         "machine": machine_info(),
         "settings": {
@@ -727,10 +607,9 @@ def main(argv=None) -> int:
             "repeats": repeats,
             "warmup": warmup,
             "sections": list(args.sections),
-            "profile": profile,
+            "profile": profile.settings(),
         },
     }
-    tables: list[Table] = []
     targets: list[Target] = []
     started = time.perf_counter()
     m = results["machine"]
@@ -739,17 +618,31 @@ def main(argv=None) -> int:
         f"{m['torch_threads']} threads, load {m['load_average_at_start']}",
         flush=True,
     )
-    for section in SECTIONS:  # fixed order: later sections read earlier figures (shares)
+    # in SECTIONS' order: maskiou_targets and soft_nms state their shares of figures run before them
+    runners: dict[str, Callable[[], Section]] = {
+        "inference": lambda: run_inference(profile.inference, repeats, warmup),
+        "train_step": lambda: run_train_step(profile.train_step, repeats, warmup),
+        "maskiou_targets": lambda: run_maskiou_targets(
+            profile.maskiou_targets, warmup, train_step=results.get("train_step")
+        ),
+        "soft_nms": lambda: run_soft_nms(profile.soft_nms, warmup, inference=results.get("inference")),
+        "paste": lambda: run_paste(profile.paste, warmup, args),
+        "evaluation": lambda: run_evaluation(profile.evaluation),
+        "data_loading": lambda: run_data_loading(profile.data_loading),
+        "loader": lambda: run_loader(profile.loader),
+        "host_syncs": lambda: run_host_syncs(profile.host_syncs),
+        "gpu": lambda: run_gpu(profile.gpu, repeats, warmup),
+    }
+    for section in SECTIONS:
         if section not in args.sections:
             continue
         t0 = time.perf_counter()
         print(f"[{section}] ...", flush=True)
-        if section == "paste":
-            run_paste(profile, repeats, warmup, results, tables, targets, args)
-        else:
-            RUNNERS[section](profile, repeats, warmup, results, tables, targets)
+        done = runners[section]()
+        results[section] = done.results
+        targets += done.targets
         results.setdefault("section_seconds", {})[section] = round(time.perf_counter() - t0, 2)
-        print(tables[-1].render() + "\n", flush=True)
+        print(done.table.render() + "\n", flush=True)
         # a run stopped half-way keeps the sections it finished
         partial = {**results, "targets": [t.as_dict() for t in targets], "complete": False}
         write_json_atomic(args.output, partial, indent=2)
