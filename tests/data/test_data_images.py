@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +131,16 @@ def test_user_image_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "x.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"x\.png: cannot read image: cannot identify image file"):
         to_image_tensor(tmp_path / "x.png")
+
+
+def test_decoding_and_the_predictor_do_not_load_lightning() -> None:
+    code = (
+        "import sys\n"
+        "import msrcnn\n"
+        "from msrcnn.data.images import read_image\n"
+        "msrcnn.Predictor\n"
+        "bad = [n for n in ('lightning', 'hydra', 'omegaconf') if n in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
