@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 from PIL import Image
 
 from msrcnn.data import CocoInstanceDataset, DataError, read_image
+from msrcnn.data.images import to_image_tensor
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -107,3 +110,37 @@ def test_dataset_uses_displayed_size_convention(tmp_path: Path, write_json) -> N
     }
     with pytest.raises(DataError, match="10x20 .* says 20x10"):
         CocoInstanceDataset(write_json(tmp_path / "bad.json", stored_size), tmp_path / "imgs")[0]
+
+
+@pytest.mark.parametrize(("name", "mode"), [("deep.png", "I;16"), ("palette.png", "P"), ("cmyk.jpg", "CMYK")])
+def test_user_images_are_decoded_as_the_datasets_are(
+    tmp_path: Path, write_image, name: str, mode: str
+) -> None:
+    """A path or PIL image given to msrcnn.Predictor (or src/predict.py, src/export.py) gives the
+    pixels the model was trained on: 16-bit scaled, not clipped."""
+    path = write_image(tmp_path / name, 12, 7, mode)
+    expected = read_image(path)
+    assert torch.equal(to_image_tensor(path), expected) and torch.equal(to_image_tensor(str(path)), expected)
+    with Image.open(path) as img:
+        assert torch.equal(to_image_tensor(img), expected)
+
+
+def test_user_image_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="image not found: .*nope.png"):
+        to_image_tensor(tmp_path / "nope.png")
+    (tmp_path / "x.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"x\.png: cannot read image: cannot identify image file"):
+        to_image_tensor(tmp_path / "x.png")
+
+
+def test_decoding_and_the_predictor_do_not_load_lightning() -> None:
+    code = (
+        "import sys\n"
+        "import msrcnn\n"
+        "from msrcnn.data.images import read_image\n"
+        "msrcnn.Predictor\n"
+        "bad = [n for n in ('lightning', 'hydra', 'omegaconf') if n in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -2,12 +2,15 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torchvision.models.detection import MaskRCNN
 
 from model_testing import SMALL, rect_mask, small_model, synthetic_batch, torchvision_pair
+from msrcnn.evaluation.records import make_record, top_detections
 from msrcnn.models import INPUT_DESIGNS, TRAIN_TARGETS, MaskScoringRCNN, build_backbone
+from msrcnn.models.maskiou import mask_scores
 
 EXPECTED_LOSSES = {
     "loss_classifier",
@@ -104,6 +107,23 @@ def test_inference_outputs(batch):
         assert ((o["mask_ious"] >= 0) & (o["mask_ious"] <= 1)).all()
         assert torch.allclose(o["mask_scores"], o["scores"] * o["mask_ious"])
         assert len(o["boxes"]) <= 100
+
+
+def test_the_mask_score_is_one_function_of_the_model_and_its_records(batch):
+    """The model's ``mask_scores`` and a record's (rebuilt from ``scores`` and ``mask_ious``, as
+    records read back from JSON are) are the same numbers, bit for bit."""
+    model = small_model().eval()
+    model.roi_heads.score_thresh = 0.0
+    with torch.no_grad():
+        out = model(batch[0])
+    assert sum(len(o["scores"]) for o in out) > 0
+    for o in out:
+        assert torch.equal(o["mask_scores"], mask_scores(o["scores"], o["mask_ious"]))
+        record = make_record(o, 1, list(range(model.roi_heads.box_predictor.cls_score.out_features)))
+        order = top_detections(o["scores"], 100)
+        assert np.array_equal(record.mask_scores, o["mask_scores"][order].numpy())
+    scores = np.array([0.5, 0.25], dtype=np.float32)
+    assert mask_scores(scores, None) is scores  # a plain Mask R-CNN: the class score
 
 
 def test_batch_equals_single_images():
