@@ -82,6 +82,23 @@ def user_error_line(fn, *args, **kwargs) -> str:
     return lines[0]
 
 
+def compose_tiny(output_dir: Path, shapes_dir: Path, *extra: str):
+    """The train config of :data:`TINY` without its step count (``extra`` sets it), on the generated
+    shapes in ``shapes_dir``, writing into ``output_dir``."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                *[o for o in TINY if not o.startswith("trainer.max_steps")],
+                *extra,
+                f"paths.data_dir={shapes_dir}",
+                f"paths.output_dir={output_dir}",
+            ],
+        )
+
+
 def untrained_checkpoint(out_dir: Path, prepare=None) -> Path:
     """An untrained TINY model saved as src/train.py saves its checkpoints (``out_dir/last.ckpt``), for
     the tests of what reads checkpoints; ``prepare(model)`` may set weights before it is saved."""

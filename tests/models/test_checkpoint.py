@@ -56,7 +56,7 @@ def trained(tmp_path_factory):
     return model.eval(), save_checkpoint(out / "last.ckpt", model, plain)
 
 
-def test_from_checkpoint_gives_the_trained_model_in_eval_mode_with_its_classes(trained):
+def test_load_model_gives_the_trained_model_in_eval_mode_with_its_classes(trained):
     model, path = trained
     loaded = load_model(path, map_location="cpu")
     assert not loaded.training and loaded.has_maskiou

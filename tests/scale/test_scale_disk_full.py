@@ -12,7 +12,6 @@ import uuid
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from msrcnn import atomic
 from msrcnn.app.errors import report_user_errors
@@ -21,7 +20,7 @@ from msrcnn.app.train import train
 from msrcnn.atomic import DiskFullError
 from msrcnn.evaluation import write_json_atomic
 from msrcnn.training.checkpoint_io import AtomicCheckpointIO
-from msrcnn_testing import CONF, TINY
+from msrcnn_testing import compose_tiny
 
 
 def _names(directory):
@@ -108,19 +107,6 @@ def test_a_full_disk_during_results_json_is_one_line_naming_the_checkpoint(tmp_p
     assert _names(tmp_path) == ["checkpoints", "results.json"]
 
 
-def _tiny_cfg(output_dir, shapes_dir, *extra):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                *[o for o in TINY if not o.startswith("trainer.max_steps")],
-                *extra,
-                f"paths.data_dir={shapes_dir}",
-                f"paths.output_dir={output_dir}",
-            ],
-        )
-
-
 def _run_to_one_line(cfg, capsys):
     with pytest.raises(SystemExit) as exit_:
         report_user_errors(train)(cfg)
@@ -145,7 +131,7 @@ def test_training_at_a_full_disk_ends_in_one_line_and_resumes(tmp_path, shapes_d
                 disk_full_after("last.ckpt", nbytes=1 << 20)
         return fd, name
 
-    cfg = _tiny_cfg(tmp_path, shapes_dir, "trainer.max_steps=3", "callbacks.last_every_n_steps=1")
+    cfg = compose_tiny(tmp_path, shapes_dir, "trainer.max_steps=3", "callbacks.last_every_n_steps=1")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(atomic.tempfile, "mkstemp", mkstemp)
         line = _run_to_one_line(cfg, capsys)
@@ -181,11 +167,11 @@ def _small_tmpfs(base, size_bytes):
 def test_a_real_full_file_system_room_for_one_checkpoint_not_two(tmp_path, shapes_dir, capsys):
     # measure one checkpoint, then train on a tmpfs with room for 1.5 of them: the second save fails
     probe = tmp_path / "probe"
-    train(_tiny_cfg(probe, shapes_dir, "trainer.max_steps=1", "eval.after_fit=false"))
+    train(compose_tiny(probe, shapes_dir, "trainer.max_steps=1", "eval.after_fit=false"))
     size = (probe / "checkpoints" / "last.ckpt").stat().st_size
     with _small_tmpfs(tmp_path, int(size * 1.5)) as fs:
         run = fs / "run"
-        cfg = _tiny_cfg(run, shapes_dir, "trainer.max_steps=3", "callbacks.last_every_n_steps=1")
+        cfg = compose_tiny(run, shapes_dir, "trainer.max_steps=3", "callbacks.last_every_n_steps=1")
         line = _run_to_one_line(cfg, capsys)
         last = run / "checkpoints" / "last.ckpt"
         assert line.startswith("error: no space left on device while writing ") and line.endswith(

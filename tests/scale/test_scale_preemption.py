@@ -9,31 +9,25 @@ import stat
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from msrcnn.app.errors import InterruptedRun
 from msrcnn.app.train import train
 from msrcnn.training import MaskScoringModule
 from msrcnn.training.preemption import SaveOnSignal
-from msrcnn_testing import CONF, TINY
+from msrcnn_testing import compose_tiny
 
 STEPS = 6
 
 
 def _cfg(output_dir, shapes_dir, *extra):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                *[o for o in TINY if not o.startswith("trainer.max_steps")],
-                f"trainer.max_steps={STEPS}",
-                "callbacks.last_every_n_steps=0",  # no periodic save between the epoch ends (4 steps)
-                "eval.after_fit=false",
-                *extra,
-                f"paths.data_dir={shapes_dir}",
-                f"paths.output_dir={output_dir}",
-            ],
-        )
+    return compose_tiny(
+        output_dir,
+        shapes_dir,
+        f"trainer.max_steps={STEPS}",
+        "callbacks.last_every_n_steps=0",  # no periodic save between the epoch ends (4 steps)
+        "eval.after_fit=false",
+        *extra,
+    )
 
 
 def _signal_in_step(monkeypatch, signum, at_step):

@@ -204,6 +204,21 @@ ExportAppConfig = derive.schema_of(
     doc="``src/export.py``: a checkpoint as a deployable file (the model comes from the checkpoint).",
 )
 
+# The groups that compose onto their schema (conf/<group>/*.yaml: defaults [schema, _self_]); data is
+# checked after composition (validate), so that a bad value in one job of a -m sweep fails that job only.
+GROUP_SCHEMAS = {
+    "backbone": BackboneConfig,
+    "callbacks": CallbacksConfig,
+    "eval": EvalConfig,
+    "head": HeadConfig,
+    "logger": LoggerConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "paths": PathsConfig,
+    "trainer": TrainerConfig,
+}
+GROUPS = {*GROUP_SCHEMAS, "data"}
+
 # The entry points: their config in conf/ and their schema.
 APP_SCHEMAS = {
     "train": Config,
@@ -222,33 +237,20 @@ def _top_level(schema: type) -> dict:
     """A schema's own keys at their defaults, its groups left to the defaults list: the node an entry
     point's YAML composes first (``defaults: [<name>_schema, _self_, ...]``), checked by :func:`validate`
     once composed (a bad value in one job of a ``-m`` sweep then fails that job only)."""
-    groups = {"backbone", "head", "model", "data", "optim", "trainer", "logger", "callbacks", "eval", "paths"}
     plain = OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
-    return {k: v for k, v in plain.items() if k not in groups}
+    return {k: v for k, v in plain.items() if k not in GROUPS}
 
 
 def register_schemas() -> None:
-    """Registers with Hydra's ConfigStore what ``conf/`` composes onto: ``<group>/schema`` for
-    ``backbone``, ``callbacks``, ``eval``, ``head``, ``logger``, ``model``, ``optim``, ``paths`` and
-    ``trainer`` (every ``lightning.Trainer`` argument at its default), so that their YAML holds only what
-    an option changes and any key can be set on the command line; and ``<entry point>_schema``, the top
-    level of each entry point's config (conf/train.yaml, evaluate.yaml, predict.yaml, export.yaml).
-    ``data`` is checked after composition (:func:`validate`), so that a bad value in one job of a ``-m``
-    sweep fails that job only."""
+    """Registers with Hydra's ConfigStore what ``conf/`` composes onto: ``<group>/schema`` for each of
+    :data:`GROUP_SCHEMAS` (``trainer``: every ``lightning.Trainer`` argument at its default), so that their
+    YAML holds only what an option changes and any key can be set on the command line; and
+    ``<entry point>_schema``, the top level of each entry point's config (conf/train.yaml, evaluate.yaml,
+    predict.yaml, export.yaml)."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    for group, node in (
-        ("backbone", BackboneConfig),
-        ("callbacks", CallbacksConfig),
-        ("eval", EvalConfig),
-        ("head", HeadConfig),
-        ("logger", LoggerConfig),
-        ("model", ModelConfig),
-        ("optim", OptimConfig),
-        ("paths", PathsConfig),
-        ("trainer", TrainerConfig),
-    ):
+    for group, node in GROUP_SCHEMAS.items():
         store.store(group=group, name="schema", node=node)
     for name, schema in APP_SCHEMAS.items():
         store.store(name=f"{name}_schema", node=_top_level(schema))

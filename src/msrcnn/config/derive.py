@@ -2,8 +2,9 @@
 from the signature (or dataclass) of what it builds, so that every default is stated once, in the code.
 
 :func:`schema_of` turns parameters into an OmegaConf-ready dataclass: simple types, ``X | None``,
-lists and tuples (as lists), ``Literal[...]`` strings and the ``choices`` given become Enums (so a value
+lists and tuples (as lists) are checked; a key with choices gets an Enum of :func:`choices` (so a value
 outside them fails with OmegaConf's message listing the valid ones); anything else takes any value.
+``msrcnn.config.trainer`` derives ``lightning.Trainer``'s group the same way.
 Nothing here imports the code it derives from: the application passes it in
 (:mod:`msrcnn.app.schemas`).
 """
@@ -16,7 +17,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 from omegaconf import MISSING
 
@@ -28,23 +29,17 @@ def choices(name: str, values: Sequence[str]) -> type[Enum]:
     return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
-def _camel(name: str) -> str:
-    return "".join(part.title() for part in name.split("_"))
-
-
-def omegaconf_type(hint: Any, name: str = "Value") -> Any:
+def omegaconf_type(hint: Any) -> Any:
     """The type OmegaConf checks a value against for the annotation ``hint`` (``Any`` where it cannot)."""
     if hint in _SIMPLE or (isinstance(hint, type) and issubclass(hint, Enum)):
         return hint
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal and args and all(isinstance(a, str) for a in args):
-        return choices(_camel(name), args)
     if origin in (Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
-        inner = omegaconf_type(rest[0], name) if len(rest) == 1 else Any
+        inner = omegaconf_type(rest[0]) if len(rest) == 1 else Any
         return Optional[inner] if inner is not Any and len(rest) < len(args) else Any  # noqa: UP045
     if origin in (list, tuple, Sequence, typing.Sequence):
-        item = omegaconf_type(args[0], name) if args else Any
+        item = omegaconf_type(args[0]) if args else Any
         return list[item]  # type: ignore[valid-type]
     return Any
 
@@ -107,7 +102,7 @@ def schema_of(
             if typing.get_origin(kind) is list and isinstance(param.default, _SIMPLE):
                 param = param.replace(default=[param.default])
         elif param.annotation is not inspect.Parameter.empty:
-            kind = omegaconf_type(param.annotation, key)
+            kind = omegaconf_type(param.annotation)
         elif param.default is not inspect.Parameter.empty and param.default is not None:
             kind = type(param.default)
         else:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import typing
-from typing import Any, Optional, Union
+from typing import Any
 
 import lightning
+
+from msrcnn.config import derive
 
 # Built by other config groups, not set under trainer.*
 BUILT_ELSEWHERE = {
@@ -35,20 +36,6 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "use_distributed_sampler": False,  # the data module shards itself (no padded duplicates)
 }
 
-_SIMPLE = (int, float, bool, str)
-
-
-def _schema_type(hint: Any) -> Any:
-    """The annotation when OmegaConf can check it (a simple type, optional or not), else ``Any``."""
-    if hint in _SIMPLE:
-        return hint
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is Union and len(args) == 2 and type(None) in args:
-        other = args[0] if args[1] is type(None) else args[1]
-        if other in _SIMPLE:
-            return Optional[other]  # noqa: UP045 - a runtime type for OmegaConf
-    return Any
-
 
 def trainer_arguments() -> dict[str, inspect.Parameter]:
     """The keyword arguments of ``lightning.Trainer`` settable as ``trainer.*``."""
@@ -57,13 +44,17 @@ def trainer_arguments() -> dict[str, inspect.Parameter]:
 
 
 def _make_trainer_config() -> type:
-    hints = typing.get_type_hints(lightning.Trainer.__init__)
-    fields: list[tuple[str, Any, Any]] = [("_target_", str, dataclasses.field(default="lightning.Trainer"))]
-    for name, param in trainer_arguments().items():
-        default = PROJECT_DEFAULTS.get(name, param.default)
-        fields.append((name, _schema_type(hints.get(name, Any)), dataclasses.field(default=default)))
-    cls = dataclasses.make_dataclass("TrainerConfig", fields)
-    cls.__doc__ = "``lightning.Trainer``'s arguments (see :mod:`msrcnn.config.trainer`)."
+    arguments = derive.parameters_of(lightning.Trainer.__init__)
+    parameters = {
+        name: arguments[name].replace(default=PROJECT_DEFAULTS.get(name, arguments[name].default))
+        for name in trainer_arguments()
+    }
+    cls = derive.schema_of(
+        "TrainerConfig",
+        parameters,
+        lead=[("_target_", str, dataclasses.field(default="lightning.Trainer"))],
+        doc="``lightning.Trainer``'s arguments (see :mod:`msrcnn.config.trainer`).",
+    )
     cls.__module__ = "msrcnn.config.schema"
     return cls
 
