@@ -71,6 +71,36 @@ def test_glob_single_file_threshold_and_no_render(checkpoint, images, tmp_path):
     assert list_images(images / "a.png") == [images / "a.png"]
 
 
+def test_every_predictor_argument_is_a_predict_key_that_reaches_it(monkeypatch, images, tmp_path):
+    """src/predict.py's settings are msrcnn.Predictor's arguments: each one set reaches the Predictor."""
+    import inspect
+
+    import msrcnn.app.predict as app
+
+    class Reached(Exception):
+        pass
+
+    def capture(*args, **kwargs):
+        raise Reached(kwargs)
+
+    monkeypatch.setattr(app, "Predictor", capture)
+    values = {
+        "ckpt_path": "run/last.ckpt",
+        "max_dets": 7,
+        "score_threshold": 0.25,
+        "min_mask_score": 0.125,
+        "sort_by": "class_score",
+        "soft_nms": True,
+        "mask_threshold": 0.75,
+        "batch_size": 3,
+        "precision": "bf16",
+    }
+    assert set(values) | {"device"} == set(inspect.signature(Predictor).parameters) - {"self"}
+    with pytest.raises(Reached) as reached:
+        run_predict(tmp_path, input=str(images), **values)
+    assert reached.value.args[0] == {**values, "device": "cpu"}
+
+
 def test_missing_input_and_empty_folder_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="input not found"):
         list_images(tmp_path / "nope.png")

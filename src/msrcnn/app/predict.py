@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig
 
 from msrcnn.app.schemas import PredictConfig
-from msrcnn.config import validate
+from msrcnn.config import derive, validate
 from msrcnn.data import DataError
 from msrcnn.data.images import to_image_tensor
 from msrcnn.evaluation import write_json_atomic
@@ -37,6 +37,8 @@ from msrcnn.evaluation.plots import render_detections, save_image
 from msrcnn.inference import PRECISIONS, SORT_KEYS, Predictor
 
 log = logging.getLogger("msrcnn.app")
+
+PREDICTOR_KEYS = tuple(derive.parameters_of(Predictor))  # the settings that are Predictor's arguments
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -87,17 +89,7 @@ def predict(cfg: DictConfig) -> Path:
     output_dir = Path(cfg.output_dir)
     overlay_dir = output_dir / "overlays"
 
-    predictor = Predictor(
-        cfg.ckpt_path,
-        device=cfg.device,
-        max_dets=cfg.max_dets,
-        score_threshold=cfg.score_threshold,
-        min_mask_score=cfg.min_mask_score,
-        sort_by=cfg.sort_by,
-        soft_nms=cfg.soft_nms,
-        batch_size=cfg.batch_size,
-        precision=cfg.precision,
-    )
+    predictor = Predictor(**{key: cfg[key] for key in PREDICTOR_KEYS})
     model, categories = predictor.model, predictor.categories
     names = dict(categories)
     output_dir.mkdir(parents=True, exist_ok=True)
